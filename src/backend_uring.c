@@ -1,0 +1,240 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The io_uring backend: each worker sleeps in io_uring_enter on its own
+ * ring, where a read of the worker's doorbell eventfd is always pending.
+ * Threads outside the pool wake a worker by writing the doorbell; workers
+ * wake each other with IORING_OP_MSG_RING from their own ring, batched
+ * into their next submission, when the kernel supports it.
+ */
+#include <errno.h>
+#include <liburing.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define RING_ENTRIES 64
+
+/* user_data of the completions a worker's ring can deliver. */
+enum {
+	TAG_DOORBELL = 1,	/* the doorbell read completed */
+	TAG_WAKE = 2,		/* another worker's MSG_RING arrived */
+	TAG_MSG_SENT = 3,	/* our own MSG_RING failed */
+};
+
+struct uring_state {
+	struct io_uring ring;
+	uint64_t bell;		/* the doorbell read's buffer */
+	bool bell_armed;
+	bool enable;		/* created disabled: enable on the worker */
+	bool msg_ring;		/* IORING_OP_MSG_RING is supported */
+	unsigned pending;	/* prepared MSG_RINGs not yet submitted */
+};
+
+static const char *setup_reason(int rc)
+{
+	switch (rc) {
+	case -ENOSYS:
+		return "io_uring_setup: ENOSYS (not in this kernel, or "
+		       "blocked by a seccomp filter)";
+	case -EPERM:
+		return "io_uring_setup: EPERM (kernel.io_uring_disabled, or "
+		       "a seccomp filter)";
+	case -ENOMEM:
+		return "io_uring_setup: ENOMEM (locked-memory limit)";
+	case -EOPNOTSUPP:
+		return "io_uring_setup: EOPNOTSUPP";
+	case -EMFILE:
+	case -ENFILE:
+		return "io_uring_setup: out of file descriptors";
+	default:
+		return "io_uring_setup failed";
+	}
+}
+
+/*
+ * Creates the ring disabled so that the worker thread, which enables it,
+ * becomes its single issuer. Kernels without those flags get a plain one.
+ */
+static int ring_create(struct uring_state *s)
+{
+	struct io_uring_params p = { 0 };
+	int rc;
+
+	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN |
+		  IORING_SETUP_R_DISABLED;
+	rc = io_uring_queue_init_params(RING_ENTRIES, &s->ring, &p);
+	if (rc == -EINVAL) {
+		memset(&p, 0, sizeof(p));
+		rc = io_uring_queue_init_params(RING_ENTRIES, &s->ring, &p);
+		return rc;
+	}
+	s->enable = rc == 0;
+	return rc;
+}
+
+static bool probe_msg_ring(struct io_uring *ring)
+{
+	struct io_uring_probe *probe = io_uring_get_probe_ring(ring);
+	bool ok;
+
+	if (!probe)
+		return false;
+	ok = io_uring_opcode_supported(probe, IORING_OP_MSG_RING);
+	io_uring_free_probe(probe);
+	return ok;
+}
+
+static int uring_init(struct wp__worker *w, const char **what)
+{
+	struct uring_state *s;
+	int rc;
+
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	rc = ring_create(s);
+	if (rc) {
+		*what = setup_reason(rc);
+		free(s);
+		return rc;
+	}
+	s->msg_ring = probe_msg_ring(&s->ring);
+	w->be = s;
+	return 0;
+}
+
+/*
+ * Enables a ring made with IORING_SETUP_R_DISABLED. liburing 2.3 declares
+ * io_uring_enable_rings() but does not export it, so the registration is
+ * made directly.
+ */
+static int uring_thread_init(struct wp__worker *w)
+{
+	struct uring_state *s = w->be;
+
+	if (!s->enable)
+		return 0;
+	if (syscall(__NR_io_uring_register, s->ring.ring_fd,
+		    IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0)
+		return -errno;
+	return 0;
+}
+
+static void uring_fini(struct wp__worker *w)
+{
+	struct uring_state *s = w->be;
+
+	if (!s)
+		return;
+	io_uring_queue_exit(&s->ring);
+	free(s);
+	w->be = NULL;
+}
+
+static struct io_uring_sqe *get_sqe(struct uring_state *s)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+
+	if (!sqe) {
+		io_uring_submit(&s->ring);
+		s->pending = 0;
+		sqe = io_uring_get_sqe(&s->ring);
+	}
+	return sqe;
+}
+
+static void arm_doorbell(struct wp__worker *w, struct uring_state *s)
+{
+	struct io_uring_sqe *sqe;
+
+	if (s->bell_armed)
+		return;
+	sqe = get_sqe(s);
+	if (!sqe)
+		return;
+	io_uring_prep_read(sqe, w->doorbell, &s->bell, sizeof(s->bell), 0);
+	io_uring_sqe_set_data64(sqe, TAG_DOORBELL);
+	s->bell_armed = true;
+}
+
+static void reap(struct uring_state *s)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+
+	io_uring_for_each_cqe(&s->ring, head, cqe) {
+		if (io_uring_cqe_get_data64(cqe) == TAG_DOORBELL)
+			s->bell_armed = false;
+		n++;
+	}
+	io_uring_cq_advance(&s->ring, n);
+}
+
+static void uring_wait(struct wp__worker *w, uint64_t deadline_ns)
+{
+	struct uring_state *s = w->be;
+	struct __kernel_timespec ts;
+	struct io_uring_cqe *cqe;
+	uint64_t now, left;
+
+	arm_doorbell(w, s);
+	if (deadline_ns) {
+		now = wp__now_ns();
+		left = deadline_ns > now ? deadline_ns - now : 0;
+		ts.tv_sec = (long long)(left / 1000000000u);
+		ts.tv_nsec = (long long)(left % 1000000000u);
+		io_uring_submit_and_wait_timeout(&s->ring, &cqe, 1, &ts, NULL);
+	} else {
+		io_uring_submit_and_wait(&s->ring, 1);
+	}
+	s->pending = 0;
+	reap(s);
+}
+
+static void uring_wake(struct wp__worker *self, struct wp__worker *to)
+{
+	struct uring_state *s = self ? self->be : NULL;
+	struct uring_state *t = to->be;
+	struct io_uring_sqe *sqe;
+
+	/* Only the ring's own thread may submit on it. */
+	if (!s || !s->msg_ring || !pthread_equal(self->thread, pthread_self())) {
+		eventfd_write(to->doorbell, 1);
+		return;
+	}
+
+	sqe = get_sqe(s);
+	if (!sqe) {
+		eventfd_write(to->doorbell, 1);
+		return;
+	}
+	io_uring_prep_msg_ring(sqe, t->ring.ring_fd, 0, TAG_WAKE, 0);
+	io_uring_sqe_set_data64(sqe, TAG_MSG_SENT);
+	/* Success needs no completion on the sender's ring. */
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+	s->pending++;
+}
+
+static void uring_flush(struct wp__worker *self)
+{
+	struct uring_state *s = self->be;
+
+	if (!s->pending)
+		return;
+	io_uring_submit(&s->ring);
+	s->pending = 0;
+}
+
+const struct wp__backend wp__backend_uring = {
+	.kind = WP_BACKEND_URING,
+	.init = uring_init,
+	.thread_init = uring_thread_init,
+	.fini = uring_fini,
+	.wait = uring_wait,
+	.wake = uring_wake,
+	.flush = uring_flush,
+};

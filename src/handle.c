@@ -1,0 +1,582 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Handles: adding events, running them on the worker, and the one exit
+ * every handle makes, whichever of an error, unregister, graceful
+ * unregister or pool stop gets there first.
+ *
+ * Three facts carry the design:
+ * - The state word changes phase by compare-and-swap, so exactly one
+ *   caller wins the exit and owns what follows (error fd, exit callback).
+ * - The worker publishes the handle it is about to run in worker->current
+ *   with a full barrier before it reads the state; an unregister changes
+ *   the state before it reads current. One of them sees the other, so once
+ *   unregister sees another handle (or none) running, no event of this
+ *   handle will start.
+ * - Handle memory is never given back to the system while the pool lives,
+ *   and a handle is reused only after the worker has passed every queued
+ *   item that names it and no call on it is in progress.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* Marks an exit callback as taken: it has run or never will. */
+static void exit_taken(int err, void *arg)
+{
+	(void)err;
+	(void)arg;
+}
+
+static bool handle_valid(const struct wp_handle *h)
+{
+	return h && h->magic == WP__HANDLE_MAGIC;
+}
+
+static unsigned handle_phase(const struct wp_handle *h)
+{
+	return atomic_load(&h->state) & WP__PHASE;
+}
+
+static int state_code(uint64_t st)
+{
+	return (int)(uint32_t)(st >> 32);
+}
+
+/*
+ * Counts a call in progress. Sequentially consistent: the count is visible
+ * before the call reads the state, pairing with closers and the worker,
+ * which change the state before they read the count.
+ */
+static void handle_enter(struct wp_handle *h, uint64_t kind)
+{
+	atomic_fetch_add(&h->users, kind);
+}
+
+static void handle_leave(struct wp_handle *h, uint64_t kind)
+{
+	/* Release: the call's reads of the handle finish before this. */
+	atomic_fetch_sub_explicit(&h->users, kind, memory_order_release);
+}
+
+/* ------------------------------------------------------------------ */
+/* Exiting                                                             */
+/* ------------------------------------------------------------------ */
+
+bool wp__handle_exit(struct wp_handle *h, int code)
+{
+	uint64_t old = atomic_load(&h->state);
+	uint64_t st;
+	int fd;
+
+	do {
+		if ((old & WP__PHASE) == WP__EXITED)
+			return false;
+		st = (old & WP__FREED) | WP__EXITED |
+		     ((uint64_t)(uint32_t)code << 32);
+	} while (!atomic_compare_exchange_weak(&h->state, &old, st));
+
+	/*
+	 * The descriptor is read after the state changed; error_fd()
+	 * publishes it before reading the state, so one of us signals it.
+	 */
+	fd = atomic_load(&h->efd);
+	if (fd >= 0)
+		eventfd_write(fd, 1);
+
+	/* Adds blocked on a full queue give up on an exited handle. */
+	wp__worker_kick(h->w);
+	return true;
+}
+
+void wp__handle_run_exit(struct wp_handle *h)
+{
+	int code = state_code(atomic_load(&h->state));
+	struct wp__worker *w = h->w;
+	wp_exit_fn fn;
+
+	/* Acquire: pairs with on_exit's release, so exit_arg is current. */
+	fn = atomic_exchange(&h->exit_fn, exit_taken);
+	if (fn)
+		fn(code, h->exit_arg);
+
+	/* The last touch of the handle here: it may be freed right after. */
+	atomic_store_explicit(&h->finished, 1, memory_order_release);
+	wp__worker_kick(w);
+}
+
+/* Pushes a control request; the caller ensures a worker will serve it. */
+static void handle_push(struct wp_handle *h, uint32_t what)
+{
+	struct wp__worker *w = h->w;
+	struct wp_handle *top;
+
+	if (what != WP__CTL_FREE)
+		atomic_fetch_add(&h->wref, 1);
+
+	/*
+	 * Already on the stack: the worker takes the new bit with the old.
+	 * The acquire orders this push after the worker's exchange that
+	 * emptied the bits, and with it its read of ctl_next.
+	 */
+	if (atomic_fetch_or_explicit(&h->ctl, what, memory_order_acq_rel))
+		return;
+
+	top = atomic_load_explicit(&w->ctl, memory_order_relaxed);
+	do {
+		h->ctl_next = top;
+	} while (!atomic_compare_exchange_weak_explicit(&w->ctl, &top, h,
+			memory_order_release, memory_order_relaxed));
+	wp__worker_wake(w);
+}
+
+/*
+ * Hands a request to the worker. Returns false when no worker will serve
+ * it: the pool has stopped, or has not started and an exit cannot wait.
+ * The worker itself (or the thread finishing a stopped worker's work)
+ * always serves what it pushes before it is done.
+ */
+static bool handle_request(struct wp_handle *h, uint32_t what)
+{
+	wp_pool *pool = h->w->pool;
+	bool ok;
+	int st;
+
+	pthread_mutex_lock(&pool->lock);
+	st = atomic_load(&pool->state);
+	ok = wp__self == h->w || st == WP__POOL_RUNNING ||
+	     st == WP__POOL_STOPPING ||
+	     (st == WP__POOL_NEW && what != WP__CTL_EXIT);
+	if (ok)
+		handle_push(h, what);
+	pthread_mutex_unlock(&pool->lock);
+	return ok;
+}
+
+void wp__handle_request(struct wp_handle *h, uint32_t what)
+{
+	handle_push(h, what);
+}
+
+static bool not_running(void *arg)
+{
+	struct wp_handle *h = arg;
+
+	return atomic_load(&h->w->current) != h;
+}
+
+static bool finished(void *arg)
+{
+	struct wp_handle *h = arg;
+
+	return atomic_load_explicit(&h->finished, memory_order_acquire);
+}
+
+/* Exits h with -ECANCELED and waits for its callbacks, where possible. */
+static void handle_unregister(struct wp_handle *h)
+{
+	struct wp__worker *w = h->w;
+	wp_exit_fn none = NULL;
+
+	if (!wp__handle_exit(h, -ECANCELED)) {
+		/* Another exit won; on the worker its end cannot be awaited. */
+		if (wp__self != w)
+			wp__worker_wait(w, NULL, finished, h);
+		return;
+	}
+
+	if (wp__self == w) {
+		/* Inside h's own callback, the exit runs once it returns. */
+		if (atomic_load(&w->current) == h)
+			handle_push(h, WP__CTL_EXIT);
+		else
+			wp__handle_run_exit(h);
+		return;
+	}
+
+	/* No exit callback: no need to involve the worker at all. */
+	if (atomic_compare_exchange_strong(&h->exit_fn, &none, exit_taken)) {
+		wp__worker_wait(w, NULL, not_running, h);
+		atomic_store_explicit(&h->finished, 1, memory_order_release);
+		wp__worker_kick(w);
+		return;
+	}
+
+	if (handle_request(h, WP__CTL_EXIT)) {
+		wp__worker_wait(w, NULL, finished, h);
+		return;
+	}
+	/* No worker runs: the exit callback runs here. */
+	wp__worker_wait(w, NULL, not_running, h);
+	wp__handle_run_exit(h);
+}
+
+/* ------------------------------------------------------------------ */
+/* Running on the worker                                               */
+/* ------------------------------------------------------------------ */
+
+void wp__handle_run(struct wp__worker *w, const struct wp__item *it)
+{
+	struct wp_handle *h = it->a;
+	wp_ctx *ctx = (wp_ctx *)it->c;
+	int rc;
+
+	if (it->c == WP__ITEM_TASK) {
+		((void (*)(void *))it->a)(it->b);
+		return;
+	}
+
+	/* Full barrier: current is published before the state is read. */
+	atomic_exchange(&w->current, h);
+	if ((atomic_load(&h->state) & WP__PHASE) != WP__EXITED) {
+		rc = h->fn(ctx ? ctx : w->pool->ctx, it->b, h->arg);
+		if (rc && wp__handle_exit(h, rc))
+			wp__handle_run_exit(h);
+	}
+	atomic_store_explicit(&w->current, NULL, memory_order_release);
+
+	if (ctx)
+		wp_ctx_release(ctx);
+}
+
+static void list_remove(struct wp_handle **list, struct wp_handle *h)
+{
+	for (; *list; list = &(*list)->link) {
+		if (*list == h) {
+			*list = h->link;
+			return;
+		}
+	}
+}
+
+/* Serves the requests pushed for h; runs on the worker (or, once the
+ * pool has stopped, on the thread that stopped it). */
+void wp__handle_ctl(struct wp__worker *w, struct wp_handle *h)
+{
+	uint32_t what = atomic_exchange_explicit(&h->ctl, 0,
+						 memory_order_acq_rel);
+
+	if (what & WP__CTL_CLOSE) {
+		h->close_at = UINT64_MAX;
+		h->link = w->closing;
+		w->closing = h;
+	}
+	if (what & WP__CTL_FREE) {
+		/* A closing handle being freed no longer waits to close. */
+		if (h->close_at != 0) {
+			list_remove(&w->closing, h);
+			h->close_at = 0;
+			atomic_fetch_sub(&h->wref, 1);
+		}
+		h->free_at = UINT64_MAX;
+		h->link = w->releasing;
+		w->releasing = h;
+	}
+	if (what & WP__CTL_EXIT) {
+		atomic_fetch_sub(&h->wref, 1);
+		wp__handle_run_exit(h);
+	}
+}
+
+/*
+ * The queue position below which every item of h lies, once no add is in
+ * progress; UINT64_MAX while one may still queue. The state forbids new
+ * adds before this runs, and an add counts itself before it reads the
+ * state, so a zero count here means no later add can succeed.
+ */
+static uint64_t handle_fence_pos(struct wp__worker *w, struct wp_handle *h,
+				 uint64_t mask)
+{
+	if (atomic_load(&h->users) & mask)
+		return UINT64_MAX;
+	return atomic_load(&w->q.tail);
+}
+
+static bool close_step(struct wp__worker *w, struct wp_handle *h,
+		       uint64_t done)
+{
+	if (handle_phase(h) == WP__EXITED) {
+		atomic_fetch_sub(&h->wref, 1);
+		h->close_at = 0;
+		wp__worker_kick(w);
+		return true;
+	}
+	if (h->close_at == UINT64_MAX)
+		h->close_at = handle_fence_pos(w, h, WP__USER_ADDS);
+	if (h->close_at > done)
+		return false;
+
+	h->close_at = 0;
+	atomic_fetch_sub(&h->wref, 1);
+	if (wp__handle_exit(h, 0))
+		wp__handle_run_exit(h);
+	return true;
+}
+
+static bool release_step(struct wp__worker *w, struct wp_handle *h,
+			 uint64_t done)
+{
+	if (atomic_load(&h->wref))
+		return false;
+	if (h->free_at == UINT64_MAX)
+		h->free_at = handle_fence_pos(w, h, ~0ull);
+	if (h->free_at > done)
+		return false;
+	wp__handle_release(h);
+	return true;
+}
+
+/*
+ * Advances the handles waiting to close or to be released. When stopping,
+ * nothing queued will run, so closing handles just drop out.
+ */
+void wp__handle_lists(struct wp__worker *w, bool stopping)
+{
+	uint64_t done = atomic_load(&w->q.done);
+	struct wp_handle **p, *h;
+	bool gone;
+
+	for (p = &w->closing; (h = *p);) {
+		gone = close_step(w, h, stopping ? UINT64_MAX - 1 : done);
+		if (gone)
+			*p = h->link;
+		else
+			p = &h->link;
+	}
+	for (p = &w->releasing; (h = *p);) {
+		gone = release_step(w, h, done);
+		if (gone)
+			*p = h->link;
+		else
+			p = &h->link;
+	}
+	if (stopping && w->releasing)
+		sched_yield();
+}
+
+/* ------------------------------------------------------------------ */
+/* The public calls                                                    */
+/* ------------------------------------------------------------------ */
+
+static int handle_push_events(struct wp_handle *h, wp_ctx *ctx,
+			      void *const *ev, size_t n, bool block)
+{
+	struct wp__worker *w = h->w;
+	struct wp__item it = { .a = h, .c = (uintptr_t)ctx };
+	size_t done;
+	int rc = 0;
+
+	if (ctx)
+		wp__ctx_ref(ctx, (unsigned)n);
+	done = wp__queue_push_many(&w->q, h, ev, n, (uintptr_t)ctx);
+	if (done)
+		wp__worker_wake(w);
+
+	for (; done < n && block; done++) {
+		it.b = ev[done];
+		rc = wp__worker_push(w, ctx, &it, h);
+		if (rc)
+			break;
+	}
+	if (done < n && !block)
+		rc = -EAGAIN;
+
+	/* The references taken for events that were not queued. */
+	for (size_t i = done; ctx && i < n; i++)
+		wp_ctx_release(ctx);
+	return done ? (int)done : rc;
+}
+
+static int handle_add(struct wp_handle *h, wp_ctx *ctx, void *const *ev,
+		      size_t n, bool block)
+{
+	int rc;
+
+	if (!handle_valid(h) || (ctx && !wp__ctx_valid(ctx)) || !ev ||
+	    n > INT32_MAX)
+		return -EINVAL;
+	if (!n)
+		return 0;
+
+	handle_enter(h, WP__USER_ADD);
+	if (handle_phase(h) != WP__LIVE)
+		rc = -ECANCELED;
+	else
+		rc = handle_push_events(h, ctx, ev, n, block);
+	handle_leave(h, WP__USER_ADD);
+	return rc;
+}
+
+int wp_handle_add_event(wp_handle *h, wp_ctx *ctx, void *event)
+{
+	int rc = handle_add(h, ctx, &event, 1, true);
+
+	return rc > 0 ? 0 : rc;
+}
+
+int wp_handle_try_add_event(wp_handle *h, void *event)
+{
+	int rc = handle_add(h, NULL, &event, 1, false);
+
+	return rc > 0 ? 0 : rc;
+}
+
+int wp_handle_add_events(wp_handle *h, wp_ctx *ctx, void *const *events,
+			 size_t n)
+{
+	return handle_add(h, ctx, events, n, true);
+}
+
+int wp_handle_on_exit(wp_handle *h, wp_exit_fn fn, void *arg)
+{
+	wp_exit_fn old;
+	int rc = 0;
+
+	if (!handle_valid(h))
+		return -EINVAL;
+
+	handle_enter(h, WP__USER_CALL);
+	old = atomic_load(&h->exit_fn);
+	if (old == exit_taken) {
+		rc = -ECANCELED;
+	} else {
+		h->exit_arg = arg;
+		/* Release: exit_arg is written before fn can be taken. */
+		if (!atomic_compare_exchange_strong(&h->exit_fn, &old, fn))
+			rc = -ECANCELED;
+	}
+	handle_leave(h, WP__USER_CALL);
+	return rc;
+}
+
+void wp_handle_unregister(wp_handle *h)
+{
+	if (!handle_valid(h))
+		return;
+
+	handle_enter(h, WP__USER_CALL);
+	handle_unregister(h);
+	handle_leave(h, WP__USER_CALL);
+}
+
+static int graceful_wait(struct wp_handle *h, wp_ctx *ctx)
+{
+	int rc;
+
+	/* The worker cannot wait for its own queue to drain. */
+	if (wp__self == h->w)
+		return 0;
+
+	rc = wp__worker_wait(h->w, ctx, finished, h);
+	if (rc) {
+		handle_unregister(h);
+		return rc;
+	}
+	return state_code(atomic_load(&h->state)) ? -ECANCELED : 0;
+}
+
+int wp_handle_unregister_graceful(wp_handle *h, wp_ctx *ctx)
+{
+	uint64_t old, st;
+	int rc;
+
+	if (!handle_valid(h) || (ctx && !wp__ctx_valid(ctx)))
+		return -EINVAL;
+
+	handle_enter(h, WP__USER_CALL);
+	old = atomic_load(&h->state);
+	do {
+		if ((old & WP__PHASE) != WP__LIVE)
+			break;
+		st = (old & ~(uint64_t)WP__PHASE) | WP__CLOSING;
+	} while (!atomic_compare_exchange_weak(&h->state, &old, st));
+
+	if ((old & WP__PHASE) == WP__EXITED) {
+		rc = -ECANCELED;
+	} else if ((old & WP__PHASE) == WP__LIVE &&
+		   !handle_request(h, WP__CTL_CLOSE)) {
+		rc = -ECANCELED;
+	} else {
+		/* Adds blocked on a full queue give up on a closing handle. */
+		wp__worker_kick(h->w);
+		rc = graceful_wait(h, ctx);
+	}
+	handle_leave(h, WP__USER_CALL);
+	return rc;
+}
+
+int wp_handle_error_fd(wp_handle *h)
+{
+	int fd, none = -1;
+
+	if (!handle_valid(h))
+		return -EINVAL;
+
+	fd = atomic_load(&h->efd);
+	if (fd >= 0)
+		return fd;
+
+	handle_enter(h, WP__USER_CALL);
+	fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (fd < 0) {
+		fd = -errno;
+	} else if (!atomic_compare_exchange_strong(&h->efd, &none, fd)) {
+		close(fd);
+		fd = none;
+	} else if (handle_phase(h) == WP__EXITED) {
+		/* Published before the state is read: see wp__handle_exit. */
+		eventfd_write(fd, 1);
+	}
+	handle_leave(h, WP__USER_CALL);
+	return fd;
+}
+
+int wp_handle_error(const wp_handle *h)
+{
+	uint64_t st;
+
+	if (!handle_valid(h))
+		return -EINVAL;
+	st = atomic_load(&h->state);
+	return (st & WP__PHASE) == WP__EXITED ? state_code(st) : 0;
+}
+
+bool wp_handle_exited(const wp_handle *h)
+{
+	return handle_valid(h) && handle_phase(h) == WP__EXITED;
+}
+
+/* True when nothing refers to h: it can go back to the pool at once. */
+static bool release_now(struct wp_handle *h)
+{
+	struct wp__worker *w = h->w;
+
+	return !atomic_load(&h->users) && !atomic_load(&h->wref) &&
+	       !atomic_load(&h->ctl) &&
+	       atomic_load(&w->q.done) == atomic_load(&w->q.tail);
+}
+
+void wp_handle_free(wp_handle *h)
+{
+	if (!handle_valid(h))
+		return;
+
+	atomic_fetch_or(&h->state, WP__FREED);
+	handle_enter(h, WP__USER_CALL);
+	handle_unregister(h);
+	handle_leave(h, WP__USER_CALL);
+
+	if (wp__self != h->w && release_now(h)) {
+		wp__handle_release(h);
+		return;
+	}
+	if (handle_request(h, WP__CTL_FREE))
+		return;
+
+	/* The pool has stopped: only calls still in progress can remain. */
+	while (atomic_load(&h->users))
+		sched_yield();
+	wp__handle_release(h);
+}

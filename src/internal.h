@@ -1,0 +1,271 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Internal declarations shared by the library's source files. Nothing here
+ * is exported: cross-file helpers are named wp__*.
+ */
+#ifndef WP_INTERNAL_H
+#define WP_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "workerpool.h"
+
+#define WP__CACHELINE 64
+#define WP__ALIGNED _Alignas(WP__CACHELINE)
+
+#define WP__CTX_MAGIC 0x77706378u	/* "wpcx" */
+#define WP__POOL_MAGIC 0x7770706cu	/* "wppl" */
+#define WP__HANDLE_MAGIC 0x7770686eu	/* "wphn" */
+
+struct wp__worker;
+
+/* Tells the CPU that this is a spin-wait loop. */
+static inline void wp__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ volatile("yield");
+#endif
+}
+
+/* ------------------------------------------------------------------ */
+/* Waiting: futexes and contexts                                       */
+/* ------------------------------------------------------------------ */
+
+/* A word registered with a context: cancelling it bumps and wakes it. */
+struct wp__waiter {
+	_Atomic uint32_t *word;
+	struct wp__waiter *next;
+	struct wp__waiter *prev;
+};
+
+uint64_t wp__now_ns(void);
+
+/*
+ * Sleeps while *word == val, until deadline_ns (CLOCK_MONOTONIC, 0 for
+ * none). Returns early on wake-ups, signals and spurious wake-ups: callers
+ * re-check their condition in a loop.
+ */
+void wp__futex_wait(_Atomic uint32_t *word, uint32_t val,
+		    uint64_t deadline_ns);
+void wp__futex_wake(_Atomic uint32_t *word);
+
+bool wp__ctx_valid(const wp_ctx *ctx);
+void wp__ctx_ref(wp_ctx *ctx, unsigned n);
+uint64_t wp__ctx_deadline(const wp_ctx *ctx);
+void wp__ctx_watch(wp_ctx *ctx, struct wp__waiter *wt,
+		   _Atomic uint32_t *word);
+void wp__ctx_unwatch(wp_ctx *ctx, struct wp__waiter *wt);
+
+/* ------------------------------------------------------------------ */
+/* The per-worker queue                                                */
+/* ------------------------------------------------------------------ */
+
+/*
+ * One queued item. For an event, a is the handle, b the event and c the
+ * context (0 for the pool's own). For a task, a is the function, b its
+ * argument and c is WP__ITEM_TASK. Contexts are allocated, so bit 0 of a
+ * context pointer is always clear.
+ */
+struct wp__item {
+	void *a;
+	void *b;
+	uintptr_t c;
+};
+
+#define WP__ITEM_TASK ((uintptr_t)1)
+
+/*
+ * A slot of a bounded multi-producer queue. A slot is free for position p
+ * when seq == p, and holds the item of position p when seq == p + 1; the
+ * consumer frees it for the next lap by storing p + capacity.
+ */
+struct wp__slot {
+	_Atomic uint64_t seq;
+	struct wp__item item;
+};
+
+struct wp__queue {
+	/* Reserved by producers with compare-and-swap. */
+	WP__ALIGNED _Atomic uint64_t tail;
+	/* Next position the worker reads; only the worker touches it. */
+	WP__ALIGNED uint64_t head;
+	/* Every position below done has been run (or dropped). */
+	_Atomic uint64_t done;
+	uint64_t mask;
+	struct wp__slot *slots;
+};
+
+int wp__queue_init(struct wp__queue *q, unsigned capacity);
+void wp__queue_fini(struct wp__queue *q);
+bool wp__queue_push(struct wp__queue *q, const struct wp__item *it);
+size_t wp__queue_push_many(struct wp__queue *q, void *h, void *const *ev,
+			   size_t n, uintptr_t c);
+bool wp__queue_pop(struct wp__queue *q, struct wp__item *it);
+bool wp__queue_ready(const struct wp__queue *q);
+
+/* ------------------------------------------------------------------ */
+/* Backends                                                            */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A backend puts a worker to sleep until it is woken or a deadline
+ * passes. Each backend keeps its private state behind worker->be.
+ */
+struct wp__backend {
+	enum wp_backend kind;
+	/* Sets up the worker's state on the creating thread. */
+	int (*init)(struct wp__worker *w, const char **what);
+	/* Runs first on the worker's own thread. */
+	int (*thread_init)(struct wp__worker *w);
+	void (*fini)(struct wp__worker *w);
+	/* Sleeps until woken or until deadline_ns (0: no deadline). */
+	void (*wait)(struct wp__worker *w, uint64_t deadline_ns);
+	/*
+	 * Wakes worker to; self is the calling worker of the same pool, or
+	 * NULL from any other thread.
+	 */
+	void (*wake)(struct wp__worker *self, struct wp__worker *to);
+	/* Sends the wake-ups self has batched, if any. */
+	void (*flush)(struct wp__worker *self);
+};
+
+extern const struct wp__backend wp__backend_uring;
+extern const struct wp__backend wp__backend_epoll;
+
+/* ------------------------------------------------------------------ */
+/* Workers, handles, pools                                             */
+/* ------------------------------------------------------------------ */
+
+/* Control requests a handle carries to its worker (wp_handle.ctl). */
+enum {
+	WP__CTL_EXIT = 1 << 0,	/* run the exit callback */
+	WP__CTL_CLOSE = 1 << 1,	/* graceful unregister: exit once drained */
+	WP__CTL_FREE = 1 << 2,	/* release the handle once unreferenced */
+};
+
+struct wp__worker {
+	struct wp__queue q;
+
+	/* The handle whose callback runs now; written by the worker. */
+	WP__ALIGNED _Atomic(struct wp_handle *) current;
+
+	/* Read by every thread that queues work here. */
+	WP__ALIGNED _Atomic int sleeping;
+	_Atomic bool stop;
+	/* Handles with control requests, pushed by any thread. */
+	_Atomic(struct wp_handle *) ctl;
+	/* Threads blocked on this worker; they sleep on progress. */
+	_Atomic uint32_t nwaiters;
+	_Atomic uint32_t progress;
+
+	/* Owned by the worker thread. */
+	WP__ALIGNED struct wp_handle *closing;
+	struct wp_handle *releasing;
+	uint64_t spin_ns;
+
+	struct wp_pool *pool;
+	unsigned index;
+	int doorbell;		/* eventfd other threads write to wake it */
+	pthread_t thread;
+	bool started;
+	void *be;
+};
+
+/*
+ * The handle state word: the phase in the low bits, WP__FREED once
+ * wp_handle_free() was called, and the exit code in the upper 32 bits.
+ */
+#define WP__LIVE 0u
+#define WP__CLOSING 1u
+#define WP__EXITED 2u
+#define WP__PHASE 3u
+#define WP__FREED 4u
+
+/* Calls in progress: adds count in the low half, other calls above. */
+#define WP__USER_ADD 1ull
+#define WP__USER_CALL (1ull << 32)
+#define WP__USER_ADDS 0xffffffffull
+
+struct wp_handle {
+	/* Written by every call on the handle, on its own cache line. */
+	WP__ALIGNED _Atomic uint64_t users;
+	_Atomic(wp_exit_fn) exit_fn;
+	void *exit_arg;
+	uint64_t close_at;	/* worker only: queue position to drain */
+	uint64_t free_at;	/* worker only: queue position to pass */
+	struct wp_handle *link;	/* worker lists and the pool's free list */
+	_Atomic int efd;
+	uint32_t magic;
+
+	/* Read by the worker for every event. */
+	WP__ALIGNED wp_event_fn fn;
+	void *arg;
+	struct wp__worker *w;
+	_Atomic uint64_t state;
+	_Atomic uint32_t ctl;
+	/* Pending control requests the worker has not finished. */
+	_Atomic uint32_t wref;
+	/* Set once no callback of the handle will run again. */
+	_Atomic uint32_t finished;
+	uint32_t alloc;		/* in use; under the pool lock */
+	struct wp_handle *ctl_next;
+};
+
+enum wp__pool_state {
+	WP__POOL_NEW,
+	WP__POOL_RUNNING,
+	WP__POOL_STOPPING,
+	WP__POOL_STOPPED,
+};
+
+struct wp__chunk;
+
+struct wp_pool {
+	uint32_t magic;
+	unsigned nworkers;
+	struct wp__worker *workers;
+	const struct wp__backend *backend;
+	int reason;
+	const char *reason_text;
+	uint64_t spin_ns;
+	int *cpus;
+	size_t ncpus;
+	wp_ctx *ctx;
+	_Atomic unsigned next_worker;
+
+	/* Guards state, the handle slabs and control pushes near stop. */
+	pthread_mutex_t lock;
+	_Atomic int state;
+	struct wp__chunk *chunks;
+	struct wp_handle *free_handles;
+
+	/* Serialises wp_pool_stop(). */
+	pthread_mutex_t stop_lock;
+};
+
+extern _Thread_local struct wp__worker *wp__self;
+
+/* pool.c */
+void wp__worker_kick(struct wp__worker *w);
+void wp__worker_wake(struct wp__worker *w);
+int wp__worker_wait(struct wp__worker *w, wp_ctx *ctx,
+		    bool (*ready)(void *), void *arg);
+int wp__worker_push(struct wp__worker *w, wp_ctx *ctx,
+		    const struct wp__item *it, struct wp_handle *h);
+struct wp_handle *wp__handle_alloc(wp_pool *pool);
+void wp__handle_release(struct wp_handle *h);
+
+/* handle.c */
+void wp__handle_run(struct wp__worker *w, const struct wp__item *it);
+bool wp__handle_exit(struct wp_handle *h, int code);
+void wp__handle_run_exit(struct wp_handle *h);
+void wp__handle_ctl(struct wp__worker *w, struct wp_handle *h);
+void wp__handle_lists(struct wp__worker *w, bool stopping);
+void wp__handle_request(struct wp_handle *h, uint32_t what);
+
+#endif

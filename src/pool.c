@@ -1,0 +1,803 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Pools and their workers: creation and backend choice, the worker loop,
+ * waking and waiting, handle storage, and stopping.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define WP__DEFAULT_CAPACITY 4096
+#define WP__DEFAULT_SPIN_NS 20000
+#define WP__BATCH 64
+#define WP__CHUNK_HANDLES 256
+
+/* How often a worker re-checks handles waiting to be released. */
+#define WP__RELEASE_POLL_NS 1000000
+
+_Thread_local struct wp__worker *wp__self;
+
+/* Handles are carved from chunks so that each costs two cache lines. */
+struct wp__chunk {
+	struct wp__chunk *next;
+	struct wp_handle h[WP__CHUNK_HANDLES];
+};
+
+void wp_pool_options_init(struct wp_pool_options *opt)
+{
+	if (!opt)
+		return;
+	memset(opt, 0, sizeof(*opt));
+	opt->queue_capacity = WP__DEFAULT_CAPACITY;
+	opt->backend = WP_BACKEND_AUTO;
+	opt->spin_ns = WP__DEFAULT_SPIN_NS;
+}
+
+/* ------------------------------------------------------------------ */
+/* Waking and waiting                                                  */
+/* ------------------------------------------------------------------ */
+
+void wp__worker_wake(struct wp__worker *w)
+{
+	struct wp__worker *self = wp__self;
+
+	/*
+	 * The caller's store (a published slot or a control push) is
+	 * ordered before this load by a full barrier, and the worker stores
+	 * sleeping before its last look at the queue: one of the two sees
+	 * the other, so a wake-up is never lost.
+	 */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (!atomic_load_explicit(&w->sleeping, memory_order_relaxed))
+		return;
+	/* Only the thread that clears the flag rings the doorbell. */
+	if (!atomic_exchange(&w->sleeping, 0))
+		return;
+	if (self == w)
+		return;
+	if (self && self->pool != w->pool)
+		self = NULL;
+	w->pool->backend->wake(self, w);
+}
+
+/* Wakes the threads blocked in wp__worker_wait() on w, if any. */
+void wp__worker_kick(struct wp__worker *w)
+{
+	/* Ordered after the caller's state change by the seq_cst fence. */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (!atomic_load_explicit(&w->nwaiters, memory_order_relaxed))
+		return;
+	atomic_fetch_add(&w->progress, 1);
+	wp__futex_wake(&w->progress);
+}
+
+/*
+ * Blocks until ready(arg) holds or ctx (may be NULL) ends, and returns 0
+ * or ctx's error. Whoever makes ready() true calls wp__worker_kick().
+ */
+int wp__worker_wait(struct wp__worker *w, wp_ctx *ctx,
+		    bool (*ready)(void *), void *arg)
+{
+	uint64_t deadline = wp__ctx_deadline(ctx);
+	struct wp__waiter wt;
+	uint32_t seen;
+	int rc = 0;
+
+	/*
+	 * Counted before ready() is evaluated: a kick that the count does
+	 * not reach happened before, and ready() sees its effect.
+	 */
+	atomic_fetch_add(&w->nwaiters, 1);
+	if (ctx)
+		wp__ctx_watch(ctx, &wt, &w->progress);
+
+	for (;;) {
+		seen = atomic_load(&w->progress);
+		if (ready(arg))
+			break;
+		rc = ctx ? wp_ctx_err(ctx) : 0;
+		if (rc)
+			break;
+		wp__futex_wait(&w->progress, seen, deadline);
+	}
+
+	if (ctx)
+		wp__ctx_unwatch(ctx, &wt);
+	atomic_fetch_sub(&w->nwaiters, 1);
+	return rc;
+}
+
+struct push_wait {
+	struct wp__worker *w;
+	const struct wp__item *it;
+	struct wp_handle *h;
+	int err;
+};
+
+static bool push_ready(void *arg)
+{
+	struct push_wait *pw = arg;
+	uint64_t st;
+
+	if (pw->h) {
+		st = atomic_load(&pw->h->state);
+		if ((st & WP__PHASE) != WP__LIVE) {
+			pw->err = -ECANCELED;
+			return true;
+		}
+	} else if (atomic_load(&pw->w->pool->state) >= WP__POOL_STOPPING) {
+		pw->err = -ESHUTDOWN;
+		return true;
+	}
+	return wp__queue_push(&pw->w->q, pw->it);
+}
+
+/*
+ * Queues it on w, blocking while the queue is full. h, if not NULL, is
+ * the handle the item belongs to: its exit ends the wait.
+ */
+int wp__worker_push(struct wp__worker *w, wp_ctx *ctx,
+		    const struct wp__item *it, struct wp_handle *h)
+{
+	struct push_wait pw = { w, it, h, 0 };
+	int rc;
+
+	if (!wp__queue_push(&w->q, it)) {
+		/* The worker cannot make room while it waits for room. */
+		if (wp__self == w)
+			return -EDEADLK;
+		rc = wp__worker_wait(w, ctx, push_ready, &pw);
+		if (rc)
+			return rc;
+		if (pw.err)
+			return pw.err;
+	}
+	wp__worker_wake(w);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* The worker loop                                                     */
+/* ------------------------------------------------------------------ */
+
+/* Runs up to one batch of queued items; returns how many. */
+static unsigned worker_drain(struct wp__worker *w)
+{
+	struct wp__item it;
+	unsigned n;
+
+	for (n = 0; n < WP__BATCH && wp__queue_pop(&w->q, &it); n++)
+		wp__handle_run(w, &it);
+	if (n)
+		atomic_store_explicit(&w->q.done, w->q.head,
+				      memory_order_release);
+	return n;
+}
+
+/* Takes the control stack and serves it in the order it was pushed. */
+static unsigned worker_control(struct wp__worker *w)
+{
+	struct wp_handle *h, *next, *fifo = NULL;
+	unsigned n = 0;
+
+	h = atomic_exchange(&w->ctl, NULL);
+	for (; h; h = next) {
+		next = h->ctl_next;
+		h->ctl_next = fifo;
+		fifo = h;
+	}
+	for (h = fifo; h; h = next, n++) {
+		/* Read before serving: a new push may rewrite the link. */
+		next = h->ctl_next;
+		wp__handle_ctl(w, h);
+	}
+	return n;
+}
+
+/* One round of work: queued items, control requests, handle lists. */
+static unsigned worker_round(struct wp__worker *w)
+{
+	unsigned n = worker_drain(w);
+
+	if (atomic_load_explicit(&w->ctl, memory_order_acquire))
+		n += worker_control(w);
+	if (w->closing || w->releasing)
+		wp__handle_lists(w, false);
+	w->pool->backend->flush(w);
+	wp__worker_kick(w);
+	return n;
+}
+
+static bool worker_has_work(struct wp__worker *w)
+{
+	return wp__queue_ready(&w->q) ||
+	       atomic_load_explicit(&w->ctl, memory_order_relaxed) ||
+	       atomic_load_explicit(&w->stop, memory_order_relaxed);
+}
+
+static void worker_spin(struct wp__worker *w)
+{
+	uint64_t until;
+
+	if (!w->spin_ns)
+		return;
+	until = wp__now_ns() + w->spin_ns;
+	while (!worker_has_work(w)) {
+		if (w->spin_ns != WP_SPIN_FOREVER && wp__now_ns() >= until)
+			return;
+		wp__cpu_relax();
+	}
+}
+
+static void worker_sleep(struct wp__worker *w)
+{
+	uint64_t deadline = 0;
+
+	/*
+	 * Announce the sleep, then look once more: a producer that
+	 * published before this store is seen by the look, and one that
+	 * publishes after it sees the flag and rings (see wake).
+	 */
+	atomic_store(&w->sleeping, 1);
+	if (worker_has_work(w)) {
+		atomic_store(&w->sleeping, 0);
+		return;
+	}
+	if (w->releasing || w->closing)
+		deadline = wp__now_ns() + WP__RELEASE_POLL_NS;
+	w->pool->backend->wait(w, deadline);
+	atomic_store(&w->sleeping, 0);
+}
+
+static void worker_pin(struct wp__worker *w)
+{
+	wp_pool *pool = w->pool;
+	cpu_set_t set;
+
+	if (!pool->ncpus)
+		return;
+	CPU_ZERO(&set);
+	CPU_SET(pool->cpus[w->index % pool->ncpus], &set);
+	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+/* Drops what is left queued: the events' contexts are released. */
+static void worker_discard(struct wp__worker *w)
+{
+	struct wp__item it;
+
+	while (wp__queue_pop(&w->q, &it))
+		if (it.c && it.c != WP__ITEM_TASK)
+			wp_ctx_release((wp_ctx *)it.c);
+	atomic_store_explicit(&w->q.done, w->q.head, memory_order_release);
+}
+
+/* Serves the last requests of a stopping worker; no event runs again. */
+static void worker_finish(struct wp__worker *w)
+{
+	do {
+		worker_discard(w);
+		worker_control(w);
+		wp__handle_lists(w, true);
+	} while (w->releasing || atomic_load(&w->ctl));
+	wp__worker_kick(w);
+}
+
+static void *worker_main(void *arg)
+{
+	struct wp__worker *w = arg;
+
+	wp__self = w;
+	worker_pin(w);
+	w->pool->backend->thread_init(w);
+
+	while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
+		if (worker_round(w))
+			continue;
+		worker_spin(w);
+		if (!worker_has_work(w))
+			worker_sleep(w);
+	}
+
+	worker_finish(w);
+	wp__self = NULL;
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Handle storage                                                      */
+/* ------------------------------------------------------------------ */
+
+struct wp_handle *wp__handle_alloc(wp_pool *pool)
+{
+	struct wp__chunk *c;
+	struct wp_handle *h;
+	int i;
+
+	if (!pool->free_handles) {
+		c = aligned_alloc(WP__CACHELINE, sizeof(*c));
+		if (!c)
+			return NULL;
+		memset(c, 0, sizeof(*c));
+		c->next = pool->chunks;
+		pool->chunks = c;
+		for (i = WP__CHUNK_HANDLES - 1; i >= 0; i--) {
+			c->h[i].link = pool->free_handles;
+			pool->free_handles = &c->h[i];
+		}
+	}
+	h = pool->free_handles;
+	pool->free_handles = h->link;
+	return h;
+}
+
+/* Returns a handle nothing refers to any more to its pool. */
+void wp__handle_release(struct wp_handle *h)
+{
+	wp_pool *pool = h->w->pool;
+	int fd = atomic_load(&h->efd);
+
+	if (fd >= 0)
+		close(fd);
+	h->magic = 0;
+
+	pthread_mutex_lock(&pool->lock);
+	h->alloc = 0;
+	h->link = pool->free_handles;
+	pool->free_handles = h;
+	pthread_mutex_unlock(&pool->lock);
+}
+
+/* ------------------------------------------------------------------ */
+/* Creating and destroying                                             */
+/* ------------------------------------------------------------------ */
+
+static int check_options(const struct wp_pool_options *opt)
+{
+	size_t i;
+
+	if (!opt->queue_capacity || opt->queue_capacity > (1u << 30))
+		return -EINVAL;
+	if (opt->backend != WP_BACKEND_AUTO &&
+	    opt->backend != WP_BACKEND_URING &&
+	    opt->backend != WP_BACKEND_EPOLL)
+		return -EINVAL;
+	if (opt->ncpus && !opt->cpus)
+		return -EINVAL;
+	for (i = 0; i < opt->ncpus; i++)
+		if (opt->cpus[i] < 0 || opt->cpus[i] >= CPU_SETSIZE)
+			return -EINVAL;
+	return 0;
+}
+
+static void workers_fini(wp_pool *pool, unsigned n)
+{
+	struct wp__worker *w;
+	unsigned i;
+
+	for (i = 0; i < n; i++) {
+		w = &pool->workers[i];
+		pool->backend->fini(w);
+		close(w->doorbell);
+		wp__queue_fini(&w->q);
+	}
+}
+
+static int worker_init(wp_pool *pool, unsigned i, unsigned capacity)
+{
+	struct wp__worker *w = &pool->workers[i];
+	int rc;
+
+	w->pool = pool;
+	w->index = i;
+	w->spin_ns = pool->spin_ns;
+	rc = wp__queue_init(&w->q, capacity);
+	if (rc)
+		return rc;
+
+	w->doorbell = eventfd(0, EFD_CLOEXEC);
+	if (w->doorbell < 0) {
+		rc = -errno;
+		wp__queue_fini(&w->q);
+		return rc;
+	}
+
+	rc = pool->backend->init(w, &pool->reason_text);
+	if (rc) {
+		close(w->doorbell);
+		wp__queue_fini(&w->q);
+	}
+	return rc;
+}
+
+static int workers_init(wp_pool *pool, unsigned capacity)
+{
+	unsigned i;
+	int rc;
+
+	for (i = 0; i < pool->nworkers; i++) {
+		rc = worker_init(pool, i, capacity);
+		if (rc) {
+			workers_fini(pool, i);
+			return rc;
+		}
+	}
+	return 0;
+}
+
+static enum wp_backend choose_backend(enum wp_backend asked)
+{
+	const char *env = getenv("WP_BACKEND");
+
+	if (asked != WP_BACKEND_AUTO || !env)
+		return asked;
+	if (!strcmp(env, "uring") || !strcmp(env, "io_uring"))
+		return WP_BACKEND_URING;
+	if (!strcmp(env, "epoll"))
+		return WP_BACKEND_EPOLL;
+	return WP_BACKEND_AUTO;
+}
+
+/*
+ * Sets up every worker on the chosen backend. On auto, any io_uring
+ * failure (no syscall, forbidden by seccomp or sysctl, locked-memory
+ * limits) falls back to epoll and is remembered as the reason.
+ */
+static int backend_setup(wp_pool *pool, enum wp_backend asked,
+			 unsigned capacity)
+{
+	enum wp_backend kind = choose_backend(asked);
+	int rc;
+
+	if (kind != WP_BACKEND_EPOLL) {
+		pool->backend = &wp__backend_uring;
+		rc = workers_init(pool, capacity);
+		if (!rc || kind == WP_BACKEND_URING)
+			return rc;
+		pool->reason = rc;
+	}
+	pool->backend = &wp__backend_epoll;
+	return workers_init(pool, capacity);
+}
+
+static int pool_alloc(wp_pool **out, const struct wp_pool_options *opt)
+{
+	long online = sysconf(_SC_NPROCESSORS_ONLN);
+	wp_pool *pool;
+
+	pool = calloc(1, sizeof(*pool));
+	if (!pool)
+		return -ENOMEM;
+	pool->nworkers = opt->workers ? opt->workers :
+			 (unsigned)(online > 0 ? online : 1);
+	pool->workers = aligned_alloc(WP__CACHELINE,
+				      pool->nworkers * sizeof(*pool->workers));
+	if (pool->workers)
+		memset(pool->workers, 0,
+		       pool->nworkers * sizeof(*pool->workers));
+	if (opt->ncpus) {
+		pool->cpus = malloc(opt->ncpus * sizeof(*pool->cpus));
+		if (pool->cpus)
+			memcpy(pool->cpus, opt->cpus,
+			       opt->ncpus * sizeof(*pool->cpus));
+		pool->ncpus = opt->ncpus;
+	}
+	if (!pool->workers || (opt->ncpus && !pool->cpus) ||
+	    wp_ctx_create(&pool->ctx, NULL)) {
+		free(pool->cpus);
+		free(pool->workers);
+		free(pool);
+		return -ENOMEM;
+	}
+	*out = pool;
+	return 0;
+}
+
+static void pool_free(wp_pool *pool)
+{
+	wp_ctx_release(pool->ctx);
+	free(pool->cpus);
+	free(pool->workers);
+	pool->magic = 0;
+	free(pool);
+}
+
+int wp_pool_create(wp_pool **out, const struct wp_pool_options *opt)
+{
+	struct wp_pool_options defaults;
+	wp_pool *pool;
+	int rc;
+
+	if (!out)
+		return -EINVAL;
+	if (!opt) {
+		wp_pool_options_init(&defaults);
+		opt = &defaults;
+	}
+	rc = check_options(opt);
+	if (rc)
+		return rc;
+
+	rc = pool_alloc(&pool, opt);
+	if (rc)
+		return rc;
+	pool->spin_ns = opt->spin_ns;
+	pthread_mutex_init(&pool->lock, NULL);
+	pthread_mutex_init(&pool->stop_lock, NULL);
+
+	rc = backend_setup(pool, opt->backend, opt->queue_capacity);
+	if (rc) {
+		pthread_mutex_destroy(&pool->lock);
+		pthread_mutex_destroy(&pool->stop_lock);
+		pool_free(pool);
+		return rc;
+	}
+	pool->magic = WP__POOL_MAGIC;
+	*out = pool;
+	return 0;
+}
+
+static bool pool_valid(const wp_pool *pool)
+{
+	return pool && pool->magic == WP__POOL_MAGIC;
+}
+
+static bool on_worker_of(const wp_pool *pool)
+{
+	return wp__self && wp__self->pool == pool;
+}
+
+/* Stops and joins workers [0, n). */
+static void workers_join(wp_pool *pool, unsigned n)
+{
+	struct wp__worker *w;
+	unsigned i;
+
+	for (i = 0; i < n; i++) {
+		w = &pool->workers[i];
+		if (!w->started)
+			continue;
+		atomic_store(&w->stop, true);
+		atomic_store(&w->sleeping, 1);
+		wp__worker_wake(w);
+	}
+	for (i = 0; i < n; i++) {
+		w = &pool->workers[i];
+		if (!w->started)
+			continue;
+		pthread_join(w->thread, NULL);
+		w->started = false;
+	}
+}
+
+int wp_pool_start(wp_pool *pool)
+{
+	unsigned i;
+	int rc = 0;
+
+	if (!pool_valid(pool))
+		return -EINVAL;
+
+	pthread_mutex_lock(&pool->lock);
+	if (atomic_load(&pool->state) != WP__POOL_NEW) {
+		rc = atomic_load(&pool->state) == WP__POOL_RUNNING ?
+		     -EALREADY : -ESHUTDOWN;
+		goto out;
+	}
+	for (i = 0; i < pool->nworkers; i++) {
+		rc = -pthread_create(&pool->workers[i].thread, NULL,
+				     worker_main, &pool->workers[i]);
+		if (rc) {
+			workers_join(pool, i);
+			goto out;
+		}
+		pool->workers[i].started = true;
+	}
+	atomic_store(&pool->state, WP__POOL_RUNNING);
+out:
+	pthread_mutex_unlock(&pool->lock);
+	return rc;
+}
+
+/* Exits every live handle with -ESHUTDOWN; the workers run the rest. */
+static void pool_exit_handles(wp_pool *pool)
+{
+	struct wp__chunk *c;
+	struct wp_handle *h;
+	int i;
+
+	pthread_mutex_lock(&pool->lock);
+	atomic_store(&pool->state, WP__POOL_STOPPING);
+	for (c = pool->chunks; c; c = c->next) {
+		for (i = 0; i < WP__CHUNK_HANDLES; i++) {
+			h = &c->h[i];
+			if (h->alloc && wp__handle_exit(h, -ESHUTDOWN))
+				wp__handle_request(h, WP__CTL_EXIT);
+		}
+	}
+	pthread_mutex_unlock(&pool->lock);
+}
+
+int wp_pool_stop(wp_pool *pool)
+{
+	unsigned i;
+
+	if (!pool_valid(pool))
+		return -EINVAL;
+	if (on_worker_of(pool))
+		return -EDEADLK;
+
+	pthread_mutex_lock(&pool->stop_lock);
+	if (atomic_load(&pool->state) == WP__POOL_STOPPED)
+		goto out;
+
+	wp_ctx_cancel(pool->ctx);
+	pool_exit_handles(pool);
+	workers_join(pool, pool->nworkers);
+
+	/*
+	 * No request can be pushed once the state is STOPPED; what was
+	 * pushed after a worker's last look is served here instead.
+	 */
+	pthread_mutex_lock(&pool->lock);
+	atomic_store(&pool->state, WP__POOL_STOPPED);
+	pthread_mutex_unlock(&pool->lock);
+	for (i = 0; i < pool->nworkers; i++) {
+		/* Callbacks run here see the worker as theirs. */
+		wp__self = &pool->workers[i];
+		worker_finish(wp__self);
+		wp__self = NULL;
+	}
+out:
+	pthread_mutex_unlock(&pool->stop_lock);
+	return 0;
+}
+
+int wp_pool_run(wp_pool *pool, wp_ctx *ctx)
+{
+	_Atomic uint32_t word = 0;
+	struct wp__waiter wt;
+	int rc;
+
+	if (!pool_valid(pool) || !wp__ctx_valid(ctx))
+		return -EINVAL;
+	if (on_worker_of(pool))
+		return -EDEADLK;
+	rc = wp_pool_start(pool);
+	if (rc)
+		return rc;
+
+	wp__ctx_watch(ctx, &wt, &word);
+	while (!wp_ctx_done(ctx))
+		wp__futex_wait(&word, 0, wp__ctx_deadline(ctx));
+	wp__ctx_unwatch(ctx, &wt);
+
+	return wp_pool_stop(pool);
+}
+
+void wp_pool_destroy(wp_pool *pool)
+{
+	struct wp__chunk *c;
+	unsigned i;
+	int fd;
+
+	if (!pool_valid(pool) || on_worker_of(pool))
+		return;
+	wp_pool_stop(pool);
+
+	while ((c = pool->chunks)) {
+		pool->chunks = c->next;
+		for (i = 0; i < WP__CHUNK_HANDLES; i++) {
+			fd = atomic_load(&c->h[i].efd);
+			if (c->h[i].alloc && fd >= 0)
+				close(fd);
+		}
+		free(c);
+	}
+	for (i = 0; i < pool->nworkers; i++)
+		worker_discard(&pool->workers[i]);
+	workers_fini(pool, pool->nworkers);
+	pthread_mutex_destroy(&pool->lock);
+	pthread_mutex_destroy(&pool->stop_lock);
+	pool_free(pool);
+}
+
+int wp_pool_register(wp_pool *pool, wp_event_fn fn, void *arg,
+		     wp_handle **out)
+{
+	struct wp_handle *h;
+	unsigned i;
+
+	if (!pool_valid(pool) || !fn || !out)
+		return -EINVAL;
+	i = atomic_fetch_add_explicit(&pool->next_worker, 1,
+				      memory_order_relaxed);
+
+	pthread_mutex_lock(&pool->lock);
+	if (atomic_load(&pool->state) >= WP__POOL_STOPPING) {
+		pthread_mutex_unlock(&pool->lock);
+		return -ESHUTDOWN;
+	}
+	h = wp__handle_alloc(pool);
+	if (!h) {
+		pthread_mutex_unlock(&pool->lock);
+		return -ENOMEM;
+	}
+
+	/* Initialised under the lock: wp_pool_stop() walks live handles. */
+	atomic_store_explicit(&h->users, 0, memory_order_relaxed);
+	atomic_store_explicit(&h->exit_fn, NULL, memory_order_relaxed);
+	h->exit_arg = NULL;
+	h->close_at = 0;
+	h->free_at = 0;
+	h->link = NULL;
+	atomic_store_explicit(&h->efd, -1, memory_order_relaxed);
+	h->fn = fn;
+	h->arg = arg;
+	h->w = &pool->workers[i % pool->nworkers];
+	atomic_store_explicit(&h->ctl, 0, memory_order_relaxed);
+	atomic_store_explicit(&h->wref, 0, memory_order_relaxed);
+	atomic_store_explicit(&h->finished, 0, memory_order_relaxed);
+	h->ctl_next = NULL;
+	h->alloc = 1;
+	h->magic = WP__HANDLE_MAGIC;
+	atomic_store(&h->state, WP__LIVE);
+	pthread_mutex_unlock(&pool->lock);
+
+	*out = h;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Accessors and tasks                                                 */
+/* ------------------------------------------------------------------ */
+
+enum wp_backend wp_pool_backend(const wp_pool *pool)
+{
+	if (!pool_valid(pool))
+		return WP_BACKEND_AUTO;
+	return pool->backend->kind;
+}
+
+int wp_pool_backend_reason(const wp_pool *pool, const char **what)
+{
+	if (!pool_valid(pool))
+		return -EINVAL;
+	if (what)
+		*what = pool->reason ? pool->reason_text : NULL;
+	return pool->reason;
+}
+
+unsigned wp_pool_workers(const wp_pool *pool)
+{
+	return pool_valid(pool) ? pool->nworkers : 0;
+}
+
+wp_ctx *wp_pool_ctx(wp_pool *pool)
+{
+	return pool_valid(pool) ? pool->ctx : NULL;
+}
+
+int wp_pool_go(wp_pool *pool, wp_ctx *ctx, void (*fn)(void *), void *arg)
+{
+	struct wp__item it = { (void *)fn, arg, WP__ITEM_TASK };
+	unsigned i;
+
+	if (!pool_valid(pool) || !fn || (ctx && !wp__ctx_valid(ctx)))
+		return -EINVAL;
+	if (atomic_load(&pool->state) >= WP__POOL_STOPPING)
+		return -ESHUTDOWN;
+
+	/* The calling worker first: no hop, and no wake-up to send. */
+	if (on_worker_of(pool) && wp__queue_push(&wp__self->q, &it))
+		return 0;
+	i = atomic_fetch_add_explicit(&pool->next_worker, 1,
+				      memory_order_relaxed);
+	return wp__worker_push(&pool->workers[i % pool->nworkers], ctx, &it,
+			       NULL);
+}
