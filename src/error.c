@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: MIT */
 /* Texts for the codes the library returns. */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <string.h>
 

@@ -10,6 +10,9 @@
 #include <check.h>
 #include <dirent.h>
 #include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +22,14 @@
 #include "workerpool.h"
 
 #define WP_TEST_NBACKENDS 2
+
+/*
+ * Every wait in a test gives up after this long, so that a broken library
+ * fails a test instead of hanging it. Check's own per-test limit is set
+ * well above it by wp_test_tcase().
+ */
+#define WP_TEST_WAIT_MS 5000
+#define WP_TEST_TIMEOUT_S 60
 
 /* Registers fn as a loop test over both backends. */
 #define wp_test_add(tc, fn) tcase_add_loop_test(tc, fn, 0, WP_TEST_NBACKENDS)
@@ -92,6 +103,154 @@ static inline uint64_t wp_test_now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* A test case whose tests may take as long as their generous waits. */
+static inline TCase *wp_test_tcase(const char *name)
+{
+	TCase *tc = tcase_create(name);
+
+	tcase_set_timeout(tc, WP_TEST_TIMEOUT_S);
+	return tc;
+}
+
+/* Waits up to WP_TEST_WAIT_MS for *v to reach at least want. */
+static inline bool wp_test_wait_atleast(atomic_int *v, int want)
+{
+	uint64_t end = wp_test_now_ns() + WP_TEST_WAIT_MS * 1000000ull;
+
+	while (atomic_load(v) < want) {
+		if (wp_test_now_ns() > end)
+			return false;
+		wp_test_sleep_ms(1);
+	}
+	return true;
+}
+
+/* Waits up to WP_TEST_WAIT_MS for wp_ctx_done(ctx). */
+static inline bool wp_test_wait_ctx(const wp_ctx *ctx)
+{
+	uint64_t end = wp_test_now_ns() + WP_TEST_WAIT_MS * 1000000ull;
+
+	while (!wp_ctx_done(ctx)) {
+		if (wp_test_now_ns() > end)
+			return false;
+		wp_test_sleep_ms(1);
+	}
+	return true;
+}
+
+/* True if fd polls readable within ms milliseconds. */
+static inline bool wp_test_readable(int fd, int ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	int rc;
+
+	do
+		rc = poll(&p, 1, ms);
+	while (rc < 0 && errno == EINTR);
+	return rc == 1 && (p.revents & POLLIN);
+}
+
+/* A context that times out after ms milliseconds. */
+static inline wp_ctx *wp_test_ctx_ms(wp_ctx *parent, long ms)
+{
+	wp_ctx *ctx = NULL;
+
+	ck_assert_int_eq(wp_ctx_with_timeout(&ctx, parent,
+					     (uint64_t)ms * 1000000u), 0);
+	return ctx;
+}
+
+/*
+ * A gate that threads (handlers, usually) wait on until the test opens
+ * it. A wait gives up after WP_TEST_WAIT_MS and returns false, so that a
+ * forgotten gate cannot hang a worker forever.
+ */
+struct wp_test_gate {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool open;
+};
+
+static inline void wp_test_gate_init(struct wp_test_gate *g)
+{
+	pthread_condattr_t attr;
+
+	pthread_mutex_init(&g->lock, NULL);
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&g->cond, &attr);
+	pthread_condattr_destroy(&attr);
+	g->open = false;
+}
+
+static inline void wp_test_gate_open(struct wp_test_gate *g)
+{
+	pthread_mutex_lock(&g->lock);
+	g->open = true;
+	pthread_cond_broadcast(&g->cond);
+	pthread_mutex_unlock(&g->lock);
+}
+
+static inline bool wp_test_gate_wait(struct wp_test_gate *g)
+{
+	uint64_t end = wp_test_now_ns() + WP_TEST_WAIT_MS * 1000000ull;
+	struct timespec ts = {
+		.tv_sec = (time_t)(end / 1000000000u),
+		.tv_nsec = (long)(end % 1000000000u),
+	};
+	bool open;
+
+	pthread_mutex_lock(&g->lock);
+	while (!g->open)
+		if (pthread_cond_timedwait(&g->cond, &g->lock, &ts) != 0)
+			break;
+	open = g->open;
+	pthread_mutex_unlock(&g->lock);
+	return open;
+}
+
+static inline void wp_test_gate_destroy(struct wp_test_gate *g)
+{
+	pthread_cond_destroy(&g->cond);
+	pthread_mutex_destroy(&g->lock);
+}
+
+/* The thread a one-worker pool runs its work on. */
+struct wp_test_self {
+	struct wp_test_gate ran;
+	pthread_t thread;
+};
+
+static inline void wp_test__note_self(void *arg)
+{
+	struct wp_test_self *s = arg;
+
+	s->thread = pthread_self();
+	wp_test_gate_open(&s->ran);
+}
+
+static inline pthread_t wp_test_worker_thread(wp_pool *pool)
+{
+	struct wp_test_self s;
+
+	ck_assert_uint_eq(wp_pool_workers(pool), 1);
+	wp_test_gate_init(&s.ran);
+	ck_assert_int_eq(wp_pool_go(pool, NULL, wp_test__note_self, &s), 0);
+	ck_assert(wp_test_gate_wait(&s.ran));
+	wp_test_gate_destroy(&s.ran);
+	return s.thread;
+}
+
+static inline void wp_test_thread(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+	ck_assert_int_eq(pthread_create(t, NULL, fn, arg), 0);
+}
+
+static inline void wp_test_join(pthread_t t)
+{
+	ck_assert_int_eq(pthread_join(t, NULL), 0);
 }
 
 /* Runs the suite and returns the process exit status. */
