@@ -310,6 +310,44 @@ WP_API bool wp_handle_exited(const wp_handle *h);
 WP_API void wp_handle_free(wp_handle *h);
 
 /* ------------------------------------------------------------------ */
+/* Timers                                                              */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A timer callback: runs on the handle's worker with the context given to
+ * wp_handle_set_timer() (or the pool's own) and the registered arg.
+ * Returning non-zero ends the handle with that value as its exit code.
+ */
+typedef int (*wp_timer_fn)(wp_ctx *ctx, void *arg);
+
+/*
+ * Calls fn(ctx, arg) every interval_ns nanoseconds on the handle's worker,
+ * never concurrently with the handle's other callbacks. Fires follow the
+ * schedule start + k * interval_ns, so the timer does not drift; when
+ * fires fall behind by more than one period, the missed periods are
+ * coalesced into one call (see wp_handle_timer_missed()). Resolution is
+ * better than one millisecond.
+ *
+ * Setting again replaces the timer; interval_ns 0 removes it (fn may then
+ * be NULL). The timer stops for good when ctx (may be NULL) ends, and
+ * when the handle exits. The call returns once the change has taken
+ * effect: the old callback will not run again. It may block briefly for a
+ * round trip to the worker; from the handle's worker it applies at once.
+ * Before the pool starts, the change applies when it starts.
+ *
+ * Returns 0, -EINVAL, -ENOMEM, or -ECANCELED if the handle has exited.
+ */
+WP_API int wp_handle_set_timer(wp_handle *h, wp_ctx *ctx,
+			       uint64_t interval_ns, wp_timer_fn fn,
+			       void *arg);
+
+/*
+ * Inside a timer callback of h: how many periods were missed and
+ * coalesced into this call (0 when it runs on schedule). 0 elsewhere.
+ */
+WP_API uint64_t wp_handle_timer_missed(const wp_handle *h);
+
+/* ------------------------------------------------------------------ */
 /* Errors                                                              */
 /* ------------------------------------------------------------------ */
 

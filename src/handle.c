@@ -30,7 +30,7 @@ static void exit_taken(int err, void *arg)
 	(void)arg;
 }
 
-static bool handle_valid(const struct wp_handle *h)
+bool wp__handle_valid(const struct wp_handle *h)
 {
 	return h && h->magic == WP__HANDLE_MAGIC;
 }
@@ -108,7 +108,7 @@ void wp__handle_run_exit(struct wp_handle *h)
 }
 
 /* Pushes a control request; the caller ensures a worker will serve it. */
-static void handle_push(struct wp_handle *h, uint32_t what)
+void wp__handle_push(struct wp_handle *h, uint32_t what)
 {
 	struct wp__worker *w = h->w;
 	struct wp_handle *top;
@@ -138,7 +138,7 @@ static void handle_push(struct wp_handle *h, uint32_t what)
  * The worker itself (or the thread finishing a stopped worker's work)
  * always serves what it pushes before it is done.
  */
-static bool handle_request(struct wp_handle *h, uint32_t what)
+bool wp__handle_request(struct wp_handle *h, uint32_t what)
 {
 	wp_pool *pool = h->w->pool;
 	bool ok;
@@ -150,14 +150,9 @@ static bool handle_request(struct wp_handle *h, uint32_t what)
 	     st == WP__POOL_STOPPING ||
 	     (st == WP__POOL_NEW && what != WP__CTL_EXIT);
 	if (ok)
-		handle_push(h, what);
+		wp__handle_push(h, what);
 	pthread_mutex_unlock(&pool->lock);
 	return ok;
-}
-
-void wp__handle_request(struct wp_handle *h, uint32_t what)
-{
-	handle_push(h, what);
 }
 
 static bool not_running(void *arg)
@@ -190,7 +185,7 @@ static void handle_unregister(struct wp_handle *h)
 	if (wp__self == w) {
 		/* Inside h's own callback, the exit runs once it returns. */
 		if (atomic_load(&w->current) == h)
-			handle_push(h, WP__CTL_EXIT);
+			wp__handle_push(h, WP__CTL_EXIT);
 		else
 			wp__handle_run_exit(h);
 		return;
@@ -204,7 +199,7 @@ static void handle_unregister(struct wp_handle *h)
 		return;
 	}
 
-	if (handle_request(h, WP__CTL_EXIT)) {
+	if (wp__handle_request(h, WP__CTL_EXIT)) {
 		wp__worker_wait(w, NULL, finished, h);
 		return;
 	}
@@ -270,9 +265,14 @@ void wp__handle_ctl(struct wp__worker *w, struct wp_handle *h)
 			h->close_at = 0;
 			atomic_fetch_sub(&h->wref, 1);
 		}
+		wp__timers_discard(w, h);
 		h->free_at = UINT64_MAX;
 		h->link = w->releasing;
 		w->releasing = h;
+	}
+	if (what & WP__CTL_TIMER) {
+		atomic_fetch_sub(&h->wref, 1);
+		wp__timers_apply(w, h);
 	}
 	if (what & WP__CTL_EXIT) {
 		atomic_fetch_sub(&h->wref, 1);
@@ -294,12 +294,17 @@ static uint64_t handle_fence_pos(struct wp__worker *w, struct wp_handle *h,
 	return atomic_load(&w->q.tail);
 }
 
+/*
+ * Returns false while h must stay on the closing list. Once it returns
+ * true, h may already be released by another thread: the exit callback
+ * and the drop of wref are the last touches.
+ */
 static bool close_step(struct wp__worker *w, struct wp_handle *h,
 		       uint64_t done)
 {
 	if (handle_phase(h) == WP__EXITED) {
-		atomic_fetch_sub(&h->wref, 1);
 		h->close_at = 0;
+		atomic_fetch_sub(&h->wref, 1);
 		wp__worker_kick(w);
 		return true;
 	}
@@ -329,29 +334,37 @@ static bool release_step(struct wp__worker *w, struct wp_handle *h,
 }
 
 /*
+ * Runs step on every handle of a worker list. The list is detached first
+ * and the handles that stay are put back, so a step may end a handle's
+ * life without the walk reading it again.
+ */
+static void list_walk(struct wp__worker *w, struct wp_handle **list,
+		      bool (*step)(struct wp__worker *, struct wp_handle *,
+				   uint64_t), uint64_t done)
+{
+	struct wp_handle *h = *list, *next;
+
+	*list = NULL;
+	for (; h; h = next) {
+		next = h->link;
+		if (!step(w, h, done)) {
+			h->link = *list;
+			*list = h;
+		}
+	}
+}
+
+/*
  * Advances the handles waiting to close or to be released. When stopping,
  * nothing queued will run, so closing handles just drop out.
  */
 void wp__handle_lists(struct wp__worker *w, bool stopping)
 {
 	uint64_t done = atomic_load(&w->q.done);
-	struct wp_handle **p, *h;
-	bool gone;
 
-	for (p = &w->closing; (h = *p);) {
-		gone = close_step(w, h, stopping ? UINT64_MAX - 1 : done);
-		if (gone)
-			*p = h->link;
-		else
-			p = &h->link;
-	}
-	for (p = &w->releasing; (h = *p);) {
-		gone = release_step(w, h, done);
-		if (gone)
-			*p = h->link;
-		else
-			p = &h->link;
-	}
+	list_walk(w, &w->closing, close_step,
+		  stopping ? UINT64_MAX - 1 : done);
+	list_walk(w, &w->releasing, release_step, done);
 	if (stopping && w->releasing)
 		sched_yield();
 }
@@ -394,7 +407,7 @@ static int handle_add(struct wp_handle *h, wp_ctx *ctx, void *const *ev,
 {
 	int rc;
 
-	if (!handle_valid(h) || (ctx && !wp__ctx_valid(ctx)) || !ev ||
+	if (!wp__handle_valid(h) || (ctx && !wp__ctx_valid(ctx)) || !ev ||
 	    n > INT32_MAX)
 		return -EINVAL;
 	if (!n)
@@ -434,7 +447,7 @@ int wp_handle_on_exit(wp_handle *h, wp_exit_fn fn, void *arg)
 	wp_exit_fn old;
 	int rc = 0;
 
-	if (!handle_valid(h))
+	if (!wp__handle_valid(h))
 		return -EINVAL;
 
 	handle_enter(h, WP__USER_CALL);
@@ -453,7 +466,7 @@ int wp_handle_on_exit(wp_handle *h, wp_exit_fn fn, void *arg)
 
 void wp_handle_unregister(wp_handle *h)
 {
-	if (!handle_valid(h))
+	if (!wp__handle_valid(h))
 		return;
 
 	handle_enter(h, WP__USER_CALL);
@@ -482,7 +495,7 @@ int wp_handle_unregister_graceful(wp_handle *h, wp_ctx *ctx)
 	uint64_t old, st;
 	int rc;
 
-	if (!handle_valid(h) || (ctx && !wp__ctx_valid(ctx)))
+	if (!wp__handle_valid(h) || (ctx && !wp__ctx_valid(ctx)))
 		return -EINVAL;
 
 	handle_enter(h, WP__USER_CALL);
@@ -496,7 +509,7 @@ int wp_handle_unregister_graceful(wp_handle *h, wp_ctx *ctx)
 	if ((old & WP__PHASE) == WP__EXITED) {
 		rc = -ECANCELED;
 	} else if ((old & WP__PHASE) == WP__LIVE &&
-		   !handle_request(h, WP__CTL_CLOSE)) {
+		   !wp__handle_request(h, WP__CTL_CLOSE)) {
 		rc = -ECANCELED;
 	} else {
 		/* Adds blocked on a full queue give up on a closing handle. */
@@ -511,7 +524,7 @@ int wp_handle_error_fd(wp_handle *h)
 {
 	int fd, none = -1;
 
-	if (!handle_valid(h))
+	if (!wp__handle_valid(h))
 		return -EINVAL;
 
 	fd = atomic_load(&h->efd);
@@ -537,7 +550,7 @@ int wp_handle_error(const wp_handle *h)
 {
 	uint64_t st;
 
-	if (!handle_valid(h))
+	if (!wp__handle_valid(h))
 		return -EINVAL;
 	st = atomic_load(&h->state);
 	return (st & WP__PHASE) == WP__EXITED ? state_code(st) : 0;
@@ -545,7 +558,7 @@ int wp_handle_error(const wp_handle *h)
 
 bool wp_handle_exited(const wp_handle *h)
 {
-	return handle_valid(h) && handle_phase(h) == WP__EXITED;
+	return wp__handle_valid(h) && handle_phase(h) == WP__EXITED;
 }
 
 /* True when nothing refers to h: it can go back to the pool at once. */
@@ -560,7 +573,7 @@ static bool release_now(struct wp_handle *h)
 
 void wp_handle_free(wp_handle *h)
 {
-	if (!handle_valid(h))
+	if (!wp__handle_valid(h))
 		return;
 
 	atomic_fetch_or(&h->state, WP__FREED);
@@ -572,7 +585,7 @@ void wp_handle_free(wp_handle *h)
 		wp__handle_release(h);
 		return;
 	}
-	if (handle_request(h, WP__CTL_FREE))
+	if (wp__handle_request(h, WP__CTL_FREE))
 		return;
 
 	/* The pool has stopped: only calls still in progress can remain. */

@@ -80,9 +80,8 @@ struct wp__item {
 #define WP__ITEM_TASK ((uintptr_t)1)
 
 /*
- * A slot of a bounded multi-producer queue. A slot is free for position p
- * when seq == p, and holds the item of position p when seq == p + 1; the
- * consumer frees it for the next lap by storing p + capacity.
+ * A slot of a bounded multi-producer queue; seq tells whether it is free
+ * for, or holds the item of, a given position (see queue.c).
  */
 struct wp__slot {
 	_Atomic uint64_t seq;
@@ -107,6 +106,41 @@ size_t wp__queue_push_many(struct wp__queue *q, void *h, void *const *ev,
 			   size_t n, uintptr_t c);
 bool wp__queue_pop(struct wp__queue *q, struct wp__item *it);
 bool wp__queue_ready(const struct wp__queue *q);
+
+/* ------------------------------------------------------------------ */
+/* Timers                                                              */
+/* ------------------------------------------------------------------ */
+
+struct wp__timer {
+	struct wp__timer *next;
+	struct wp__timer **pprev;	/* NULL while not in the wheel */
+	unsigned slot;			/* index of its slot in the wheel */
+	uint64_t due;			/* CLOCK_MONOTONIC ns of the next fire */
+	uint64_t interval;
+	uint64_t missed;		/* periods coalesced into this fire */
+	wp_timer_fn fn;
+	void *arg;
+	wp_ctx *ctx;
+	struct wp_handle *h;
+};
+
+#define WP__WHEEL_L0_BITS 8
+#define WP__WHEEL_LN_BITS 6
+#define WP__WHEEL_UPPER 5
+
+/*
+ * A hierarchical timing wheel: level 0 has one slot per tick, each upper
+ * level 64 slots that each span a whole lap of the level below. Bitmaps
+ * of the non-empty slots find the next due tick without a scan.
+ */
+struct wp__wheel {
+	uint64_t tick;			/* every tick up to here is done */
+	size_t count;
+	uint64_t l0_bits[(1 << WP__WHEEL_L0_BITS) / 64];
+	uint64_t ln_bits[WP__WHEEL_UPPER];
+	struct wp__timer *l0[1 << WP__WHEEL_L0_BITS];
+	struct wp__timer *ln[WP__WHEEL_UPPER][1 << WP__WHEEL_LN_BITS];
+};
 
 /* ------------------------------------------------------------------ */
 /* Backends                                                            */
@@ -146,6 +180,7 @@ enum {
 	WP__CTL_EXIT = 1 << 0,	/* run the exit callback */
 	WP__CTL_CLOSE = 1 << 1,	/* graceful unregister: exit once drained */
 	WP__CTL_FREE = 1 << 2,	/* release the handle once unreferenced */
+	WP__CTL_TIMER = 1 << 3,	/* install the handle's pending timer */
 };
 
 struct wp__worker {
@@ -167,6 +202,9 @@ struct wp__worker {
 	WP__ALIGNED struct wp_handle *closing;
 	struct wp_handle *releasing;
 	uint64_t spin_ns;
+	uint64_t next_due;		/* the wheel's next fire; 0 for none */
+	struct wp__timer *firing;	/* the timer whose callback runs */
+	struct wp__wheel wheel;
 
 	struct wp_pool *pool;
 	unsigned index;
@@ -201,6 +239,8 @@ struct wp_handle {
 	struct wp_handle *link;	/* worker lists and the pool's free list */
 	_Atomic int efd;
 	uint32_t magic;
+	/* A timer set from another thread, waiting for the worker. */
+	_Atomic(struct wp__timer *) timer_next;
 
 	/* Read by the worker for every event. */
 	WP__ALIGNED wp_event_fn fn;
@@ -214,6 +254,7 @@ struct wp_handle {
 	_Atomic uint32_t finished;
 	uint32_t alloc;		/* in use; under the pool lock */
 	struct wp_handle *ctl_next;
+	struct wp__timer *timer;	/* worker only: the installed timer */
 };
 
 enum wp__pool_state {
@@ -260,12 +301,22 @@ int wp__worker_push(struct wp__worker *w, wp_ctx *ctx,
 struct wp_handle *wp__handle_alloc(wp_pool *pool);
 void wp__handle_release(struct wp_handle *h);
 
+/* timer.c */
+void wp__timers_init(struct wp__worker *w);
+unsigned wp__timers_run(struct wp__worker *w);
+void wp__timers_apply(struct wp__worker *w, struct wp_handle *h);
+void wp__timers_drop(struct wp__worker *w, struct wp_handle *h);
+void wp__timers_discard(struct wp__worker *w, struct wp_handle *h);
+void wp__timers_clear(struct wp__worker *w);
+
 /* handle.c */
+bool wp__handle_valid(const struct wp_handle *h);
+bool wp__handle_request(struct wp_handle *h, uint32_t what);
+void wp__handle_push(struct wp_handle *h, uint32_t what);
 void wp__handle_run(struct wp__worker *w, const struct wp__item *it);
 bool wp__handle_exit(struct wp_handle *h, int code);
 void wp__handle_run_exit(struct wp_handle *h);
 void wp__handle_ctl(struct wp__worker *w, struct wp_handle *h);
 void wp__handle_lists(struct wp__worker *w, bool stopping);
-void wp__handle_request(struct wp_handle *h, uint32_t what);
 
 #endif

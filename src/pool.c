@@ -206,6 +206,8 @@ static unsigned worker_round(struct wp__worker *w)
 
 	if (atomic_load_explicit(&w->ctl, memory_order_acquire))
 		n += worker_control(w);
+	if (w->wheel.count)
+		n += wp__timers_run(w);
 	if (w->closing || w->releasing)
 		wp__handle_lists(w, false);
 	w->pool->backend->flush(w);
@@ -217,7 +219,8 @@ static bool worker_has_work(struct wp__worker *w)
 {
 	return wp__queue_ready(&w->q) ||
 	       atomic_load_explicit(&w->ctl, memory_order_relaxed) ||
-	       atomic_load_explicit(&w->stop, memory_order_relaxed);
+	       atomic_load_explicit(&w->stop, memory_order_relaxed) ||
+	       (w->next_due && wp__now_ns() >= w->next_due);
 }
 
 static void worker_spin(struct wp__worker *w)
@@ -236,7 +239,7 @@ static void worker_spin(struct wp__worker *w)
 
 static void worker_sleep(struct wp__worker *w)
 {
-	uint64_t deadline = 0;
+	uint64_t deadline = w->next_due, poll;
 
 	/*
 	 * Announce the sleep, then look once more: a producer that
@@ -248,8 +251,11 @@ static void worker_sleep(struct wp__worker *w)
 		atomic_store(&w->sleeping, 0);
 		return;
 	}
-	if (w->releasing || w->closing)
-		deadline = wp__now_ns() + WP__RELEASE_POLL_NS;
+	if (w->releasing || w->closing) {
+		poll = wp__now_ns() + WP__RELEASE_POLL_NS;
+		if (!deadline || poll < deadline)
+			deadline = poll;
+	}
 	w->pool->backend->wait(w, deadline);
 	atomic_store(&w->sleeping, 0);
 }
@@ -283,6 +289,7 @@ static void worker_finish(struct wp__worker *w)
 	do {
 		worker_discard(w);
 		worker_control(w);
+		wp__timers_clear(w);
 		wp__handle_lists(w, true);
 	} while (w->releasing || atomic_load(&w->ctl));
 	wp__worker_kick(w);
@@ -396,6 +403,7 @@ static int worker_init(wp_pool *pool, unsigned i, unsigned capacity)
 	w->pool = pool;
 	w->index = i;
 	w->spin_ns = pool->spin_ns;
+	wp__timers_init(w);
 	rc = wp__queue_init(&w->q, capacity);
 	if (rc)
 		return rc;
@@ -617,14 +625,54 @@ static void pool_exit_handles(wp_pool *pool)
 		for (i = 0; i < WP__CHUNK_HANDLES; i++) {
 			h = &c->h[i];
 			if (h->alloc && wp__handle_exit(h, -ESHUTDOWN))
-				wp__handle_request(h, WP__CTL_EXIT);
+				wp__handle_push(h, WP__CTL_EXIT);
 		}
 	}
 	pthread_mutex_unlock(&pool->lock);
 }
 
+static bool handle_finished(void *arg)
+{
+	struct wp_handle *h = arg;
+
+	return atomic_load_explicit(&h->finished, memory_order_acquire);
+}
+
+/* The first handle whose exit has not finished, or NULL. */
+static struct wp_handle *pool_unfinished(wp_pool *pool)
+{
+	struct wp_handle *h, *found = NULL;
+	struct wp__chunk *c;
+	int i;
+
+	pthread_mutex_lock(&pool->lock);
+	for (c = pool->chunks; c && !found; c = c->next) {
+		for (i = 0; i < WP__CHUNK_HANDLES && !found; i++) {
+			h = &c->h[i];
+			if (h->alloc && !handle_finished(h))
+				found = h;
+		}
+	}
+	pthread_mutex_unlock(&pool->lock);
+	return found;
+}
+
+/*
+ * Waits until every exit, including those other threads began just before
+ * the stop, has run its callback on the worker. Registration is closed,
+ * so a handle found here is not reused while it is waited for.
+ */
+static void pool_await_exits(wp_pool *pool)
+{
+	struct wp_handle *h;
+
+	while ((h = pool_unfinished(pool)))
+		wp__worker_wait(h->w, NULL, handle_finished, h);
+}
+
 int wp_pool_stop(wp_pool *pool)
 {
+	bool running;
 	unsigned i;
 
 	if (!pool_valid(pool))
@@ -636,8 +684,11 @@ int wp_pool_stop(wp_pool *pool)
 	if (atomic_load(&pool->state) == WP__POOL_STOPPED)
 		goto out;
 
+	running = atomic_load(&pool->state) == WP__POOL_RUNNING;
 	wp_ctx_cancel(pool->ctx);
 	pool_exit_handles(pool);
+	if (running)
+		pool_await_exits(pool);
 	workers_join(pool, pool->nworkers);
 
 	/*

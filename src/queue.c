@@ -11,19 +11,31 @@
 
 #include "internal.h"
 
+/*
+ * Slot sequence numbers: a slot is free for position p at 2p and holds
+ * the item of position p at 2p + 1. Doubling keeps the two apart even
+ * when the capacity is 1.
+ */
+#define SEQ_FREE(p) ((p) << 1)
+#define SEQ_FULL(p) (((p) << 1) | 1)
+
 int wp__queue_init(struct wp__queue *q, unsigned capacity)
 {
 	uint64_t cap = 1;
+	size_t size;
 	uint64_t i;
 
 	while (cap < capacity)
 		cap <<= 1;
-	q->slots = aligned_alloc(WP__CACHELINE, cap * sizeof(*q->slots));
+	/* aligned_alloc wants a whole number of alignment units. */
+	size = (cap * sizeof(*q->slots) + WP__CACHELINE - 1) &
+	       ~(size_t)(WP__CACHELINE - 1);
+	q->slots = aligned_alloc(WP__CACHELINE, size);
 	if (!q->slots)
 		return -ENOMEM;
 
 	for (i = 0; i < cap; i++)
-		atomic_init(&q->slots[i].seq, i);
+		atomic_init(&q->slots[i].seq, SEQ_FREE(i));
 	q->mask = cap - 1;
 	q->head = 0;
 	atomic_init(&q->tail, 0);
@@ -52,12 +64,12 @@ static uint64_t queue_reserve(struct wp__queue *q, uint64_t n)
 		last = &q->slots[(pos + n - 1) & q->mask];
 		/* Acquire: the worker's reads of the old item come first. */
 		seq = atomic_load_explicit(&last->seq, memory_order_acquire);
-		if (seq == pos + n - 1) {
+		if (seq == SEQ_FREE(pos + n - 1)) {
 			if (atomic_compare_exchange_weak_explicit(&q->tail,
 					&pos, pos + n, memory_order_relaxed,
 					memory_order_relaxed))
 				return pos;
-		} else if ((int64_t)(seq - (pos + n - 1)) < 0) {
+		} else if ((int64_t)(seq - SEQ_FREE(pos + n - 1)) < 0) {
 			return UINT64_MAX;
 		} else {
 			pos = atomic_load_explicit(&q->tail,
@@ -73,7 +85,7 @@ static void queue_publish(struct wp__queue *q, uint64_t pos,
 
 	s->item = *it;
 	/* Release: the item is written before the worker can see it. */
-	atomic_store_explicit(&s->seq, pos + 1, memory_order_release);
+	atomic_store_explicit(&s->seq, SEQ_FULL(pos), memory_order_release);
 }
 
 bool wp__queue_push(struct wp__queue *q, const struct wp__item *it)
@@ -121,12 +133,13 @@ bool wp__queue_pop(struct wp__queue *q, struct wp__item *it)
 	struct wp__slot *s = &q->slots[q->head & q->mask];
 
 	/* Acquire: pairs with the producer's publishing release. */
-	if (atomic_load_explicit(&s->seq, memory_order_acquire) != q->head + 1)
+	if (atomic_load_explicit(&s->seq, memory_order_acquire) !=
+	    SEQ_FULL(q->head))
 		return false;
 
 	*it = s->item;
 	/* Release: the item is read before a producer may reuse the slot. */
-	atomic_store_explicit(&s->seq, q->head + q->mask + 1,
+	atomic_store_explicit(&s->seq, SEQ_FREE(q->head + q->mask + 1),
 			      memory_order_release);
 	q->head++;
 	return true;
@@ -137,5 +150,5 @@ bool wp__queue_ready(const struct wp__queue *q)
 	const struct wp__slot *s = &q->slots[q->head & q->mask];
 
 	return atomic_load_explicit(&s->seq, memory_order_acquire) ==
-	       q->head + 1;
+	       SEQ_FULL(q->head);
 }

@@ -1,0 +1,449 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Per-handle periodic timers. Each worker keeps its handles' timers in a
+ * hierarchical timing wheel: inserting, removing and firing a timer cost
+ * the same whatever the number of timers, and the worker sleeps until the
+ * next due tick without waking on a fixed clock.
+ *
+ * A tick is 2^19 ns (about 0.52 ms). A timer due at time d sits at tick
+ * ceil(d / tick), so it never fires early and at most one tick late, plus
+ * the wake-up latency. Level 0 covers the next 256 ticks one slot each;
+ * each of the 5 upper levels has 64 slots, each a whole lap of the level
+ * below, and a slot is re-sorted ("cascaded") downwards when its lap
+ * begins.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+#define TICK_SHIFT 19
+#define L0_BITS WP__WHEEL_L0_BITS
+#define LN_BITS WP__WHEEL_LN_BITS
+#define L0_SIZE (1u << L0_BITS)
+#define LN_SIZE (1u << LN_BITS)
+#define UPPER WP__WHEEL_UPPER
+
+/* log2 of the ticks one slot of upper level k (1..UPPER) spans. */
+static unsigned level_shift(unsigned k)
+{
+	return L0_BITS + LN_BITS * (k - 1);
+}
+
+static uint64_t ns_to_tick(uint64_t ns)
+{
+	return (ns + (1u << TICK_SHIFT) - 1) >> TICK_SHIFT;
+}
+
+void wp__timers_init(struct wp__worker *w)
+{
+	w->wheel.tick = wp__now_ns() >> TICK_SHIFT;
+}
+
+/* ------------------------------------------------------------------ */
+/* The wheel                                                           */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Slots are numbered across the wheel: level 0 first, then each upper
+ * level in turn, so that a timer knows its slot without a search.
+ */
+static struct wp__timer **slot_at(struct wp__wheel *wh, unsigned i)
+{
+	if (i < L0_SIZE)
+		return &wh->l0[i];
+	return &wh->ln[0][0] + (i - L0_SIZE);
+}
+
+static void slot_mark(struct wp__wheel *wh, unsigned i, bool full)
+{
+	uint64_t *bits, bit;
+
+	if (i < L0_SIZE) {
+		bits = &wh->l0_bits[i / 64];
+		bit = 1ull << (i % 64);
+	} else {
+		i -= L0_SIZE;
+		bits = &wh->ln_bits[i / LN_SIZE];
+		bit = 1ull << (i % LN_SIZE);
+	}
+	if (full)
+		*bits |= bit;
+	else
+		*bits &= ~bit;
+}
+
+static void slot_add(struct wp__wheel *wh, unsigned i, struct wp__timer *t)
+{
+	struct wp__timer **slot = slot_at(wh, i);
+
+	t->next = *slot;
+	if (t->next)
+		t->next->pprev = &t->next;
+	t->pprev = slot;
+	t->slot = i;
+	*slot = t;
+	slot_mark(wh, i, true);
+	wh->count++;
+}
+
+/* The slot a timer due at tick belongs in, seen from the wheel's tick. */
+static unsigned wheel_slot(const struct wp__wheel *wh, uint64_t tick)
+{
+	uint64_t delta, top;
+	unsigned k;
+
+	if (tick <= wh->tick)
+		tick = wh->tick + 1;
+	delta = tick - wh->tick;
+	if (delta < L0_SIZE)
+		return tick & (L0_SIZE - 1);
+
+	for (k = 1; k < UPPER; k++)
+		if (delta < 1ull << (level_shift(k) + LN_BITS))
+			break;
+	/* Beyond the top level's reach: park in its furthest slot, to be
+	 * re-sorted when that slot's lap begins. */
+	top = (1ull << (level_shift(UPPER) + LN_BITS)) - 1;
+	if (k == UPPER && delta > top)
+		tick = wh->tick + top;
+	return L0_SIZE + (k - 1) * LN_SIZE +
+	       (unsigned)((tick >> level_shift(k)) & (LN_SIZE - 1));
+}
+
+static void wheel_insert(struct wp__wheel *wh, struct wp__timer *t)
+{
+	slot_add(wh, wheel_slot(wh, ns_to_tick(t->due)), t);
+}
+
+static void wheel_remove(struct wp__wheel *wh, struct wp__timer *t)
+{
+	if (!t->pprev)
+		return;
+	*t->pprev = t->next;
+	if (t->next)
+		t->next->pprev = t->pprev;
+	t->pprev = NULL;
+	wh->count--;
+	if (!*slot_at(wh, t->slot))
+		slot_mark(wh, t->slot, false);
+}
+
+/* Detaches a whole slot; its timers are then owned by the caller. */
+static struct wp__timer *slot_take(struct wp__wheel *wh, unsigned i)
+{
+	struct wp__timer **slot = slot_at(wh, i);
+	struct wp__timer *list = *slot, *t;
+
+	*slot = NULL;
+	slot_mark(wh, i, false);
+	for (t = list; t; t = t->next) {
+		t->pprev = NULL;
+		wh->count--;
+	}
+	return list;
+}
+
+/* Ticks from start to the first set bit of level 0, circularly. */
+static int l0_distance(const uint64_t *bits, unsigned start)
+{
+	unsigned word = start / 64, i;
+	uint64_t m = bits[word] & (~0ull << (start % 64));
+
+	for (i = 0; i <= L0_SIZE / 64; i++) {
+		if (m)
+			return (int)(((word * 64 + (unsigned)__builtin_ctzll(m))
+				     - start) & (L0_SIZE - 1));
+		word = (word + 1) % (L0_SIZE / 64);
+		m = bits[word];
+		if (i + 1 == L0_SIZE / 64)
+			m &= (1ull << (start % 64)) - 1;
+	}
+	return -1;
+}
+
+/* The next tick at which a slot fires or cascades; UINT64_MAX if none. */
+static uint64_t wheel_next(const struct wp__wheel *wh)
+{
+	uint64_t best = UINT64_MAX, block, rot, at;
+	unsigned k, from;
+	int d;
+
+	d = l0_distance(wh->l0_bits, (unsigned)((wh->tick + 1) & (L0_SIZE - 1)));
+	if (d >= 0)
+		best = wh->tick + 1 + (unsigned)d;
+
+	for (k = 1; k <= UPPER; k++) {
+		if (!wh->ln_bits[k - 1])
+			continue;
+		block = wh->tick >> level_shift(k);
+		from = (unsigned)((block + 1) & (LN_SIZE - 1));
+		rot = wh->ln_bits[k - 1] >> from;
+		if (from)
+			rot |= wh->ln_bits[k - 1] << (LN_SIZE - from);
+		at = (block + 1 + (uint64_t)__builtin_ctzll(rot)) <<
+		     level_shift(k);
+		if (at < best)
+			best = at;
+	}
+	return best;
+}
+
+/* Moves the upper slots whose lap begins at tick down the wheel. */
+static void wheel_cascade(struct wp__wheel *wh, uint64_t tick)
+{
+	struct wp__timer *t, *next;
+	unsigned k;
+
+	for (k = UPPER; k >= 1; k--) {
+		if (tick & ((1ull << level_shift(k)) - 1))
+			continue;
+		t = slot_take(wh, L0_SIZE + (k - 1) * LN_SIZE +
+			      (unsigned)((tick >> level_shift(k)) &
+					 (LN_SIZE - 1)));
+		for (; t; t = next) {
+			next = t->next;
+			wheel_insert(wh, t);
+		}
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Firing                                                              */
+/* ------------------------------------------------------------------ */
+
+/*
+ * An installed timer holds a reference on its handle (wref), so that the
+ * handle is not reused while the wheel still points at it.
+ */
+static void timer_hook(struct wp_handle *h, struct wp__timer *t)
+{
+	h->timer = t;
+	atomic_fetch_add(&h->wref, 1);
+}
+
+static void timer_unhook(struct wp__timer *t)
+{
+	t->h->timer = NULL;
+	atomic_fetch_sub(&t->h->wref, 1);
+}
+
+static void timer_free(struct wp__timer *t)
+{
+	if (t->ctx)
+		wp_ctx_release(t->ctx);
+	free(t);
+}
+
+static void timer_call(struct wp__worker *w, struct wp__timer *t,
+		       uint64_t now)
+{
+	struct wp_handle *h = t->h;
+	int rc;
+
+	/* Late by more than a period: coalesce the missed fires into one. */
+	t->missed = 0;
+	if (now - t->due >= t->interval) {
+		t->missed = (now - t->due) / t->interval;
+		t->due += t->missed * t->interval;
+	}
+	t->due += t->interval;
+
+	w->firing = t;
+	rc = t->fn(t->ctx ? t->ctx : w->pool->ctx, t->arg);
+	w->firing = NULL;
+
+	/* The callback may have replaced or removed this timer. */
+	if (h->timer != t) {
+		timer_free(t);
+	} else if (!rc) {
+		wheel_insert(&w->wheel, t);
+	} else {
+		timer_unhook(t);
+		timer_free(t);
+	}
+	if (rc && wp__handle_exit(h, rc))
+		wp__handle_run_exit(h);
+}
+
+static void timer_fire(struct wp__worker *w, struct wp__timer *t,
+		       uint64_t now)
+{
+	struct wp_handle *h = t->h;
+
+	/* As for events: current is published before the state is read. */
+	atomic_exchange(&w->current, h);
+	if ((atomic_load(&h->state) & WP__PHASE) == WP__EXITED ||
+	    (t->ctx && wp_ctx_done(t->ctx))) {
+		timer_unhook(t);
+		timer_free(t);
+	} else {
+		timer_call(w, t, now);
+	}
+	atomic_store_explicit(&w->current, NULL, memory_order_release);
+}
+
+static void update_next_due(struct wp__worker *w)
+{
+	uint64_t tick = wheel_next(&w->wheel);
+
+	w->next_due = tick == UINT64_MAX ? 0 : tick << TICK_SHIFT;
+}
+
+unsigned wp__timers_run(struct wp__worker *w)
+{
+	struct wp__wheel *wh = &w->wheel;
+	uint64_t now = wp__now_ns();
+	uint64_t last = now >> TICK_SHIFT;
+	struct wp__timer *t, *next;
+	uint64_t tick;
+	unsigned n = 0;
+
+	while ((tick = wheel_next(wh)) <= last) {
+		wh->tick = tick;
+		wheel_cascade(wh, tick);
+		t = slot_take(wh, tick & (L0_SIZE - 1));
+		for (; t; t = next, n++) {
+			next = t->next;
+			timer_fire(w, t, now);
+		}
+	}
+	if (wh->tick < last)
+		wh->tick = last;
+	update_next_due(w);
+	return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Setting                                                             */
+/* ------------------------------------------------------------------ */
+
+/* Removes h's installed timer; one that is firing is freed by its caller. */
+void wp__timers_drop(struct wp__worker *w, struct wp_handle *h)
+{
+	struct wp__timer *t = h->timer;
+
+	if (!t)
+		return;
+	timer_unhook(t);
+	if (t == w->firing)
+		return;
+	wheel_remove(&w->wheel, t);
+	timer_free(t);
+}
+
+/* Forgets every timer of h, installed or pending: h is being released. */
+void wp__timers_discard(struct wp__worker *w, struct wp_handle *h)
+{
+	struct wp__timer *t = atomic_exchange(&h->timer_next, NULL);
+
+	if (t)
+		timer_free(t);
+	wp__timers_drop(w, h);
+}
+
+static void timer_install(struct wp__worker *w, struct wp_handle *h,
+			  struct wp__timer *t)
+{
+	uint64_t now = wp__now_ns();
+
+	wp__timers_drop(w, h);
+	if (!t->interval || (atomic_load(&h->state) & WP__PHASE) ==
+			    WP__EXITED) {
+		timer_free(t);
+		return;
+	}
+
+	/* An empty wheel may have stood still: bring it to now. */
+	if (!w->wheel.count)
+		w->wheel.tick = now >> TICK_SHIFT;
+	t->due = now + t->interval;
+	timer_hook(h, t);
+	wheel_insert(&w->wheel, t);
+	update_next_due(w);
+}
+
+/* Installs the timer another thread left for the worker. */
+void wp__timers_apply(struct wp__worker *w, struct wp_handle *h)
+{
+	struct wp__timer *t = atomic_exchange(&h->timer_next, NULL);
+
+	if (t)
+		timer_install(w, h, t);
+}
+
+/* Frees every timer a stopped worker still holds. */
+void wp__timers_clear(struct wp__worker *w)
+{
+	struct wp__timer *t, *next;
+	unsigned i;
+
+	for (i = 0; i < L0_SIZE + UPPER * LN_SIZE; i++) {
+		for (t = slot_take(&w->wheel, i); t; t = next) {
+			next = t->next;
+			timer_unhook(t);
+			timer_free(t);
+		}
+	}
+	w->next_due = 0;
+}
+
+static bool timer_applied(void *arg)
+{
+	struct wp_handle *h = arg;
+
+	return !atomic_load(&h->timer_next) ||
+	       (atomic_load(&h->state) & WP__PHASE) == WP__EXITED;
+}
+
+int wp_handle_set_timer(wp_handle *h, wp_ctx *ctx, uint64_t interval_ns,
+			wp_timer_fn fn, void *arg)
+{
+	struct wp__timer *t, *old;
+
+	if (!wp__handle_valid(h) || (interval_ns && !fn) ||
+	    (ctx && !wp__ctx_valid(ctx)))
+		return -EINVAL;
+	if ((atomic_load(&h->state) & WP__PHASE) == WP__EXITED)
+		return -ECANCELED;
+
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->interval = interval_ns;
+	t->fn = fn;
+	t->arg = arg;
+	t->h = h;
+	t->ctx = ctx;
+	if (ctx)
+		wp__ctx_ref(ctx, 1);
+
+	/* The worker owns the wheel, so it applies the change itself. */
+	if (wp__self == h->w) {
+		timer_install(h->w, h, t);
+		return 0;
+	}
+
+	old = atomic_exchange(&h->timer_next, t);
+	if (old)
+		timer_free(old);
+	if (!wp__handle_request(h, WP__CTL_TIMER)) {
+		/* Stopped: no worker will take it. */
+		t = atomic_exchange(&h->timer_next, NULL);
+		if (t)
+			timer_free(t);
+		return -ECANCELED;
+	}
+	if (atomic_load(&h->w->pool->state) != WP__POOL_NEW)
+		wp__worker_wait(h->w, NULL, timer_applied, h);
+	return 0;
+}
+
+uint64_t wp_handle_timer_missed(const wp_handle *h)
+{
+	struct wp__worker *w = wp__self;
+
+	if (!wp__handle_valid(h) || !w || !w->firing || w->firing->h != h)
+		return 0;
+	return w->firing->missed;
+}
