@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The epoll backend: each worker sleeps in epoll_wait on its own epoll
- * instance, which watches the worker's doorbell eventfd. Every wake-up is
- * a write to that eventfd.
+ * instance, which watches the worker's doorbell eventfd and a timerfd for
+ * its next deadline. Every wake-up is a write to the doorbell.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -15,33 +16,55 @@
 
 struct epoll_state {
 	int epfd;
-	bool have_pwait2;
+	int tfd;
+	uint64_t armed;		/* the timerfd's deadline; 0 when idle */
 };
+
+/* epoll data of the two descriptors. */
+#define DATA_DOORBELL 1
+#define DATA_TIMER 2
+
+static int watch(int epfd, int fd, uint64_t data)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = data };
+
+	return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+static void state_free(struct epoll_state *s)
+{
+	if (s->tfd >= 0)
+		close(s->tfd);
+	if (s->epfd >= 0)
+		close(s->epfd);
+	free(s);
+}
 
 static int epoll_init(struct wp__worker *w, const char **what)
 {
-	struct epoll_event ev = { .events = EPOLLIN };
 	struct epoll_state *s;
-	int rc;
+	int rc = 0;
 
-	s = calloc(1, sizeof(*s));
+	s = wp__calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	s->have_pwait2 = true;
-	s->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (s->epfd < 0) {
+	s->tfd = -1;
+	s->epfd = wp__fault() ? (errno = EMFILE, -1) :
+		  epoll_create1(EPOLL_CLOEXEC);
+	if (s->epfd >= 0)
+		s->tfd = wp__timerfd(TFD_CLOEXEC | TFD_NONBLOCK);
+	if (s->epfd < 0 || s->tfd < 0) {
 		rc = -errno;
-		*what = "epoll_create1 failed";
-		free(s);
-		return rc;
+		*what = "epoll_create1 or timerfd_create failed";
+	} else {
+		rc = watch(s->epfd, w->doorbell, DATA_DOORBELL);
+		if (!rc)
+			rc = watch(s->epfd, s->tfd, DATA_TIMER);
+		if (rc)
+			*what = "epoll_ctl failed";
 	}
-
-	ev.data.ptr = NULL;
-	if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, w->doorbell, &ev) < 0) {
-		rc = -errno;
-		*what = "epoll_ctl on the doorbell failed";
-		close(s->epfd);
-		free(s);
+	if (rc) {
+		state_free(s);
 		return rc;
 	}
 	w->be = s;
@@ -56,51 +79,47 @@ static int epoll_thread_init(struct wp__worker *w)
 
 static void epoll_fini(struct wp__worker *w)
 {
-	struct epoll_state *s = w->be;
-
-	if (!s)
+	if (!w->be)
 		return;
-	close(s->epfd);
-	free(s);
+	state_free(w->be);
 	w->be = NULL;
 }
 
-/* Waits with a nanosecond timeout where the kernel allows it. */
-static int epoll_sleep(struct epoll_state *s, struct epoll_event *evs,
-		       int max, uint64_t deadline_ns)
+/*
+ * Points the timerfd at an earlier deadline. A later one is left alone:
+ * the early wake-up is harmless and saves a system call per sleep.
+ */
+static void arm_timer(struct epoll_state *s, uint64_t deadline_ns)
 {
-	struct timespec ts;
-	uint64_t now, left;
-	int n;
+	struct itimerspec its = { 0 };
 
-	if (!deadline_ns)
-		return epoll_wait(s->epfd, evs, max, -1);
-
-	now = wp__now_ns();
-	left = deadline_ns > now ? deadline_ns - now : 0;
-	if (s->have_pwait2) {
-		ts.tv_sec = (time_t)(left / 1000000000u);
-		ts.tv_nsec = (long)(left % 1000000000u);
-		n = epoll_pwait2(s->epfd, evs, max, &ts, NULL);
-		if (n >= 0 || errno != ENOSYS)
-			return n;
-		s->have_pwait2 = false;
-	}
-	/* Rounded up, so the wait never ends before the deadline. */
-	return epoll_wait(s->epfd, evs, max, (int)((left + 999999) / 1000000));
+	if (!deadline_ns || (s->armed && s->armed <= deadline_ns))
+		return;
+	its.it_value.tv_sec = (time_t)(deadline_ns / 1000000000u);
+	its.it_value.tv_nsec = (long)(deadline_ns % 1000000000u);
+	if (timerfd_settime(s->tfd, TFD_TIMER_ABSTIME, &its, NULL) == 0)
+		s->armed = deadline_ns;
 }
 
 static void epoll_wait_events(struct wp__worker *w, uint64_t deadline_ns)
 {
 	struct epoll_state *s = w->be;
-	struct epoll_event evs[8];
-	eventfd_t value;
+	struct epoll_event evs[2];
+	uint64_t value;
 	int i, n;
 
-	n = epoll_sleep(s, evs, 8, deadline_ns);
-	for (i = 0; i < n; i++)
-		if (evs[i].data.ptr == NULL)
+	arm_timer(s, deadline_ns);
+	n = epoll_wait(s->epfd, evs, 2, -1);
+	for (i = 0; i < n; i++) {
+		if (evs[i].data.u64 == DATA_DOORBELL) {
 			eventfd_read(w->doorbell, &value);
+		} else {
+			/* Expired: reading rearms readiness for next time. */
+			if (read(s->tfd, &value, sizeof(value)) < 0)
+				value = 0;
+			s->armed = 0;
+		}
+	}
 }
 
 static void epoll_wake(struct wp__worker *self, struct wp__worker *to)

@@ -23,6 +23,8 @@ enum {
 	TAG_DOORBELL = 1,	/* the doorbell read completed */
 	TAG_WAKE = 2,		/* another worker's MSG_RING arrived */
 	TAG_MSG_SENT = 3,	/* our own MSG_RING failed */
+	TAG_TIMEOUT = 4,	/* the deadline timeout expired or went */
+	TAG_TIMEOUT_MOVE = 5,	/* moving the timeout failed */
 };
 
 struct uring_state {
@@ -32,6 +34,9 @@ struct uring_state {
 	bool enable;		/* created disabled: enable on the worker */
 	bool msg_ring;		/* IORING_OP_MSG_RING is supported */
 	unsigned pending;	/* prepared MSG_RINGs not yet submitted */
+	uint64_t armed;		/* the pending timeout's deadline, or 0 */
+	bool no_move;		/* the kernel cannot update a timeout */
+	struct __kernel_timespec ts;
 };
 
 static const char *setup_reason(int rc)
@@ -64,6 +69,8 @@ static int ring_create(struct uring_state *s)
 	struct io_uring_params p = { 0 };
 	int rc;
 
+	if (wp__fault())
+		return -ENOMEM;
 	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN |
 		  IORING_SETUP_R_DISABLED;
 	rc = io_uring_queue_init_params(RING_ENTRIES, &s->ring, &p);
@@ -93,7 +100,7 @@ static int uring_init(struct wp__worker *w, const char **what)
 	struct uring_state *s;
 	int rc;
 
-	s = calloc(1, sizeof(*s));
+	s = wp__calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
 	rc = ring_create(s);
@@ -161,14 +168,56 @@ static void arm_doorbell(struct wp__worker *w, struct uring_state *s)
 	s->bell_armed = true;
 }
 
+/*
+ * Points the ring's IORING_OP_TIMEOUT at an earlier deadline. A later one
+ * is left alone: the early wake-up is harmless and costs less than moving
+ * the timeout on every sleep.
+ */
+static void arm_timeout(struct uring_state *s, uint64_t deadline_ns)
+{
+	struct io_uring_sqe *sqe;
+
+	if (!deadline_ns || (s->armed && s->armed <= deadline_ns))
+		return;
+	sqe = get_sqe(s);
+	if (!sqe)
+		return;
+
+	/* The kernel copies the time when the entry is submitted. */
+	s->ts.tv_sec = (long long)(deadline_ns / 1000000000u);
+	s->ts.tv_nsec = (long long)(deadline_ns % 1000000000u);
+	if (s->armed && !s->no_move) {
+		io_uring_prep_timeout_update(sqe, &s->ts, TAG_TIMEOUT,
+					     IORING_TIMEOUT_ABS);
+		io_uring_sqe_set_data64(sqe, TAG_TIMEOUT_MOVE);
+		sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+	} else {
+		/* Without updates, an older timeout just fires early. */
+		io_uring_prep_timeout(sqe, &s->ts, 0, IORING_TIMEOUT_ABS);
+		io_uring_sqe_set_data64(sqe, TAG_TIMEOUT);
+	}
+	s->armed = deadline_ns;
+}
+
 static void reap(struct uring_state *s)
 {
 	struct io_uring_cqe *cqe;
 	unsigned head, n = 0;
 
 	io_uring_for_each_cqe(&s->ring, head, cqe) {
-		if (io_uring_cqe_get_data64(cqe) == TAG_DOORBELL)
+		switch (io_uring_cqe_get_data64(cqe)) {
+		case TAG_DOORBELL:
 			s->bell_armed = false;
+			break;
+		case TAG_TIMEOUT:
+			s->armed = 0;
+			break;
+		case TAG_TIMEOUT_MOVE:
+			if (cqe->res == -EINVAL)
+				s->no_move = true;
+			s->armed = 0;
+			break;
+		}
 		n++;
 	}
 	io_uring_cq_advance(&s->ring, n);
@@ -177,20 +226,10 @@ static void reap(struct uring_state *s)
 static void uring_wait(struct wp__worker *w, uint64_t deadline_ns)
 {
 	struct uring_state *s = w->be;
-	struct __kernel_timespec ts;
-	struct io_uring_cqe *cqe;
-	uint64_t now, left;
 
 	arm_doorbell(w, s);
-	if (deadline_ns) {
-		now = wp__now_ns();
-		left = deadline_ns > now ? deadline_ns - now : 0;
-		ts.tv_sec = (long long)(left / 1000000000u);
-		ts.tv_nsec = (long long)(left % 1000000000u);
-		io_uring_submit_and_wait_timeout(&s->ring, &cqe, 1, &ts, NULL);
-	} else {
-		io_uring_submit_and_wait(&s->ring, 1);
-	}
+	arm_timeout(s, deadline_ns);
+	io_uring_submit_and_wait(&s->ring, 1);
 	s->pending = 0;
 	reap(s);
 }

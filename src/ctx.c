@@ -137,7 +137,7 @@ static int ctx_new(wp_ctx **out, wp_ctx *parent, uint64_t deadline)
 
 	if (!out || (parent && !wp__ctx_valid(parent)))
 		return -EINVAL;
-	ctx = calloc(1, sizeof(*ctx));
+	ctx = wp__calloc(1, sizeof(*ctx));
 	if (!ctx)
 		return -ENOMEM;
 
@@ -224,8 +224,7 @@ int wp_ctx_fd(wp_ctx *ctx)
 		 * A timerfd serves both ends: armed for the deadline, and
 		 * re-armed to expire at once on cancel.
 		 */
-		fd = timerfd_create(CLOCK_MONOTONIC,
-				    TFD_CLOEXEC | TFD_NONBLOCK);
+		fd = wp__timerfd(TFD_CLOEXEC | TFD_NONBLOCK);
 		if (fd < 0) {
 			pthread_mutex_unlock(&ctx->lock);
 			return -errno;

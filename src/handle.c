@@ -532,7 +532,7 @@ int wp_handle_error_fd(wp_handle *h)
 		return fd;
 
 	handle_enter(h, WP__USER_CALL);
-	fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	fd = wp__eventfd(EFD_CLOEXEC | EFD_NONBLOCK);
 	if (fd < 0) {
 		fd = -errno;
 	} else if (!atomic_compare_exchange_strong(&h->efd, &none, fd)) {

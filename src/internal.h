@@ -291,6 +291,15 @@ struct wp_pool {
 
 extern _Thread_local struct wp__worker *wp__self;
 
+/* fault.c: injected failures for the tests (see there). */
+bool wp__fault(void);
+void wp__fault_arm(long n);
+long wp__fault_injected(void);
+void *wp__calloc(size_t n, size_t size);
+void *wp__aligned_alloc(size_t align, size_t size);
+int wp__eventfd(int flags);
+int wp__timerfd(int flags);
+
 /* pool.c */
 void wp__worker_kick(struct wp__worker *w);
 void wp__worker_wake(struct wp__worker *w);

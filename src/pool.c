@@ -311,7 +311,9 @@ static void *worker_main(void *arg)
 			worker_sleep(w);
 	}
 
-	worker_finish(w);
+	/* A start that failed part way leaves the queue for the next. */
+	if (atomic_load(&w->pool->state) >= WP__POOL_STOPPING)
+		worker_finish(w);
 	wp__self = NULL;
 	return NULL;
 }
@@ -327,7 +329,7 @@ struct wp_handle *wp__handle_alloc(wp_pool *pool)
 	int i;
 
 	if (!pool->free_handles) {
-		c = aligned_alloc(WP__CACHELINE, sizeof(*c));
+		c = wp__aligned_alloc(WP__CACHELINE, sizeof(*c));
 		if (!c)
 			return NULL;
 		memset(c, 0, sizeof(*c));
@@ -408,7 +410,7 @@ static int worker_init(wp_pool *pool, unsigned i, unsigned capacity)
 	if (rc)
 		return rc;
 
-	w->doorbell = eventfd(0, EFD_CLOEXEC);
+	w->doorbell = wp__eventfd(EFD_CLOEXEC);
 	if (w->doorbell < 0) {
 		rc = -errno;
 		wp__queue_fini(&w->q);
@@ -478,18 +480,18 @@ static int pool_alloc(wp_pool **out, const struct wp_pool_options *opt)
 	long online = sysconf(_SC_NPROCESSORS_ONLN);
 	wp_pool *pool;
 
-	pool = calloc(1, sizeof(*pool));
+	pool = wp__calloc(1, sizeof(*pool));
 	if (!pool)
 		return -ENOMEM;
 	pool->nworkers = opt->workers ? opt->workers :
 			 (unsigned)(online > 0 ? online : 1);
-	pool->workers = aligned_alloc(WP__CACHELINE,
+	pool->workers = wp__aligned_alloc(WP__CACHELINE,
 				      pool->nworkers * sizeof(*pool->workers));
 	if (pool->workers)
 		memset(pool->workers, 0,
 		       pool->nworkers * sizeof(*pool->workers));
 	if (opt->ncpus) {
-		pool->cpus = malloc(opt->ncpus * sizeof(*pool->cpus));
+		pool->cpus = wp__calloc(opt->ncpus, sizeof(*pool->cpus));
 		if (pool->cpus)
 			memcpy(pool->cpus, opt->cpus,
 			       opt->ncpus * sizeof(*pool->cpus));
@@ -580,6 +582,7 @@ static void workers_join(wp_pool *pool, unsigned n)
 			continue;
 		pthread_join(w->thread, NULL);
 		w->started = false;
+		atomic_store(&w->stop, false);
 	}
 }
 
@@ -598,7 +601,8 @@ int wp_pool_start(wp_pool *pool)
 		goto out;
 	}
 	for (i = 0; i < pool->nworkers; i++) {
-		rc = -pthread_create(&pool->workers[i].thread, NULL,
+		rc = wp__fault() ? -EAGAIN :
+		     -pthread_create(&pool->workers[i].thread, NULL,
 				     worker_main, &pool->workers[i]);
 		if (rc) {
 			workers_join(pool, i);

@@ -30,7 +30,7 @@ int wp__queue_init(struct wp__queue *q, unsigned capacity)
 	/* aligned_alloc wants a whole number of alignment units. */
 	size = (cap * sizeof(*q->slots) + WP__CACHELINE - 1) &
 	       ~(size_t)(WP__CACHELINE - 1);
-	q->slots = aligned_alloc(WP__CACHELINE, size);
+	q->slots = wp__aligned_alloc(WP__CACHELINE, size);
 	if (!q->slots)
 		return -ENOMEM;
 

@@ -407,7 +407,7 @@ int wp_handle_set_timer(wp_handle *h, wp_ctx *ctx, uint64_t interval_ns,
 	if ((atomic_load(&h->state) & WP__PHASE) == WP__EXITED)
 		return -ECANCELED;
 
-	t = calloc(1, sizeof(*t));
+	t = wp__calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
 	t->interval = interval_ns;
