@@ -103,3 +103,6 @@ clean:
 
 # The benchmark program and its comparison run live in bench/.
 -include bench/bench.mk
+
+# Stress runs and the fuzzer live beside the tests.
+-include tests/reliability.mk
