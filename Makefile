@@ -15,13 +15,13 @@ CFLAGS ?= $(OPT) -g
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 BASE := -std=gnu11 -D_GNU_SOURCE -pthread -Iinclude -Isrc $(WARN)
 
+comma := ,
 ifdef SANITIZE
 BUILD := build/$(subst $(comma),-,$(SANITIZE))
 SANFLAGS := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
 else
 BUILD := build/default
 endif
-comma := ,
 
 # Only the library's own objects see WP_BUILDING_LIBRARY, so only the
 # documented API is exported from the shared object.
