@@ -202,6 +202,7 @@ struct wp__worker {
 	WP__ALIGNED struct wp_handle *closing;
 	struct wp_handle *releasing;
 	uint64_t spin_ns;
+	uint64_t idle_avg;		/* recent idle gaps, for spinning */
 	uint64_t next_due;		/* the wheel's next fire; 0 for none */
 	struct wp__timer *firing;	/* the timer whose callback runs */
 	struct wp__wheel wheel;

@@ -13,7 +13,9 @@
 #include "internal.h"
 
 #define WP__DEFAULT_CAPACITY 4096
-#define WP__DEFAULT_SPIN_NS 20000
+/* Adaptive spinning polls for at most SPIN_MAX, at least SPIN_MIN. */
+#define WP__SPIN_MAX_NS 50000
+#define WP__SPIN_MIN_NS 2000
 #define WP__BATCH 64
 #define WP__CHUNK_HANDLES 256
 
@@ -35,7 +37,7 @@ void wp_pool_options_init(struct wp_pool_options *opt)
 	memset(opt, 0, sizeof(*opt));
 	opt->queue_capacity = WP__DEFAULT_CAPACITY;
 	opt->backend = WP_BACKEND_AUTO;
-	opt->spin_ns = WP__DEFAULT_SPIN_NS;
+	opt->spin_ns = WP_SPIN_ADAPTIVE;
 }
 
 /* ------------------------------------------------------------------ */
@@ -223,20 +225,6 @@ static bool worker_has_work(struct wp__worker *w)
 	       (w->next_due && wp__now_ns() >= w->next_due);
 }
 
-static void worker_spin(struct wp__worker *w)
-{
-	uint64_t until;
-
-	if (!w->spin_ns)
-		return;
-	until = wp__now_ns() + w->spin_ns;
-	while (!worker_has_work(w)) {
-		if (w->spin_ns != WP_SPIN_FOREVER && wp__now_ns() >= until)
-			return;
-		wp__cpu_relax();
-	}
-}
-
 static void worker_sleep(struct wp__worker *w)
 {
 	uint64_t deadline = w->next_due, poll;
@@ -258,6 +246,54 @@ static void worker_sleep(struct wp__worker *w)
 	}
 	w->pool->backend->wait(w, deadline);
 	atomic_store(&w->sleeping, 0);
+}
+
+/*
+ * How long to poll before sleeping. Adaptive spinning follows the recent
+ * idle gaps: when work tends to come back within a few microseconds,
+ * polling a little longer than the typical gap saves the sleep and the
+ * wake-up system calls; when gaps are long, polling would only burn the
+ * CPU, so the worker sleeps at once.
+ */
+static uint64_t spin_budget(const struct wp__worker *w)
+{
+	if (w->spin_ns != WP_SPIN_ADAPTIVE)
+		return w->spin_ns;
+	if (w->idle_avg > WP__SPIN_MAX_NS / 2)
+		return 0;
+	return w->idle_avg * 4 + WP__SPIN_MIN_NS < WP__SPIN_MAX_NS ?
+	       w->idle_avg * 4 + WP__SPIN_MIN_NS : WP__SPIN_MAX_NS;
+}
+
+/* Polls for work for up to budget ns; returns whether some came. */
+static bool worker_spin(struct wp__worker *w, uint64_t start,
+			uint64_t budget)
+{
+	uint64_t until = start + budget;
+
+	if (!budget)
+		return false;
+	while (!worker_has_work(w)) {
+		if (budget != WP_SPIN_FOREVER && wp__now_ns() >= until)
+			return false;
+		wp__cpu_relax();
+	}
+	return true;
+}
+
+/* Waits for work: polls first if that pays, then sleeps. */
+static void worker_idle(struct wp__worker *w)
+{
+	uint64_t start = wp__now_ns(), gap;
+
+	if (!worker_spin(w, start, spin_budget(w)))
+		worker_sleep(w);
+
+	/* An average of the last few gaps, with long ones clamped. */
+	gap = wp__now_ns() - start;
+	if (gap > WP__SPIN_MAX_NS * 4)
+		gap = WP__SPIN_MAX_NS * 4;
+	w->idle_avg = (w->idle_avg * 7 + gap) / 8;
 }
 
 static void worker_pin(struct wp__worker *w)
@@ -304,11 +340,8 @@ static void *worker_main(void *arg)
 	w->pool->backend->thread_init(w);
 
 	while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
-		if (worker_round(w))
-			continue;
-		worker_spin(w);
-		if (!worker_has_work(w))
-			worker_sleep(w);
+		if (!worker_round(w))
+			worker_idle(w);
 	}
 
 	/* A start that failed part way leaves the queue for the next. */
