@@ -12,9 +12,17 @@
  *   the state before it reads current. One of them sees the other, so once
  *   unregister sees another handle (or none) running, no event of this
  *   handle will start.
+ * - An add takes no lock and counts nothing. It reads the state word,
+ *   reserves its queue positions, then reads the word again; a close or
+ *   free changes the word first and reads the queue tail after. Either the
+ *   second read sees the change, and the add fills its positions with
+ *   holes and fails, or its positions lie below the tail the closer read,
+ *   and the worker runs them before the close takes effect.
  * - Handle memory is never given back to the system while the pool lives,
  *   and a handle is reused only after the worker has passed every queued
- *   item that names it and no call on it is in progress.
+ *   item that names it and no other call on it is in progress. An add
+ *   that is late enough to read a reused handle finds a new generation in
+ *   the state word and steps back.
  */
 #include <errno.h>
 #include <sched.h>
@@ -45,20 +53,16 @@ static int state_code(uint64_t st)
 	return (int)(uint32_t)(st >> 32);
 }
 
-/*
- * Counts a call in progress. Sequentially consistent: the count is visible
- * before the call reads the state, pairing with closers and the worker,
- * which change the state before they read the count.
- */
-static void handle_enter(struct wp_handle *h, uint64_t kind)
+/* Counts a call in progress, so that free waits for it to finish. */
+static void handle_enter(struct wp_handle *h)
 {
-	atomic_fetch_add(&h->users, kind);
+	atomic_fetch_add(&h->users, 1);
 }
 
-static void handle_leave(struct wp_handle *h, uint64_t kind)
+static void handle_leave(struct wp_handle *h)
 {
 	/* Release: the call's reads of the handle finish before this. */
-	atomic_fetch_sub_explicit(&h->users, kind, memory_order_release);
+	atomic_fetch_sub_explicit(&h->users, 1, memory_order_release);
 }
 
 /* ------------------------------------------------------------------ */
@@ -74,7 +78,7 @@ bool wp__handle_exit(struct wp_handle *h, int code)
 	do {
 		if ((old & WP__PHASE) == WP__EXITED)
 			return false;
-		st = (old & WP__FREED) | WP__EXITED |
+		st = (old & (WP__FREED | WP__GEN_MASK)) | WP__EXITED |
 		     ((uint64_t)(uint32_t)code << 32);
 	} while (!atomic_compare_exchange_weak(&h->state, &old, st));
 
@@ -124,11 +128,12 @@ void wp__handle_push(struct wp_handle *h, uint32_t what)
 	if (atomic_fetch_or_explicit(&h->ctl, what, memory_order_acq_rel))
 		return;
 
+	/* Sequentially consistent, as wp__worker_wake() requires. */
 	top = atomic_load_explicit(&w->ctl, memory_order_relaxed);
 	do {
 		h->ctl_next = top;
 	} while (!atomic_compare_exchange_weak_explicit(&w->ctl, &top, h,
-			memory_order_release, memory_order_relaxed));
+			memory_order_seq_cst, memory_order_relaxed));
 	wp__worker_wake(w);
 }
 
@@ -219,31 +224,41 @@ void wp__handle_run(struct wp__worker *w, const struct wp__item *it)
 	int rc;
 
 	if (it->c == WP__ITEM_TASK) {
+		if (atomic_load_explicit(&w->current, memory_order_relaxed))
+			atomic_store_explicit(&w->current, NULL,
+					      memory_order_release);
 		((void (*)(void *))it->a)(it->b);
 		return;
 	}
+	if (!h)
+		return;		/* a hole left by an add that stepped back */
 
-	/* Full barrier: current is published before the state is read. */
-	atomic_exchange(&w->current, h);
+	/*
+	 * Full barrier: current is published before the state is read. It
+	 * stays set across a run of the same handle's events and is cleared
+	 * at the end of the batch (worker_drain).
+	 */
+	if (atomic_load_explicit(&w->current, memory_order_relaxed) != h)
+		atomic_exchange(&w->current, h);
 	if ((atomic_load(&h->state) & WP__PHASE) != WP__EXITED) {
 		rc = h->fn(ctx ? ctx : w->pool->ctx, it->b, h->arg);
 		if (rc && wp__handle_exit(h, rc))
 			wp__handle_run_exit(h);
 	}
-	atomic_store_explicit(&w->current, NULL, memory_order_release);
 
 	if (ctx)
 		wp_ctx_release(ctx);
 }
 
-static void list_remove(struct wp_handle **list, struct wp_handle *h)
+static bool list_remove(struct wp_handle **list, struct wp_handle *h)
 {
 	for (; *list; list = &(*list)->link) {
 		if (*list == h) {
 			*list = h->link;
-			return;
+			return true;
 		}
 	}
+	return false;
 }
 
 /* Serves the requests pushed for h; runs on the worker (or, once the
@@ -253,20 +268,21 @@ void wp__handle_ctl(struct wp__worker *w, struct wp_handle *h)
 	uint32_t what = atomic_exchange_explicit(&h->ctl, 0,
 						 memory_order_acq_rel);
 
+	/*
+	 * The requester changed the state before pushing; every event it
+	 * let in lies below the tail read now (see the top of this file).
+	 */
 	if (what & WP__CTL_CLOSE) {
-		h->close_at = UINT64_MAX;
+		h->close_at = atomic_load(&w->q.tail);
 		h->link = w->closing;
 		w->closing = h;
 	}
 	if (what & WP__CTL_FREE) {
 		/* A closing handle being freed no longer waits to close. */
-		if (h->close_at != 0) {
-			list_remove(&w->closing, h);
-			h->close_at = 0;
+		if (list_remove(&w->closing, h))
 			atomic_fetch_sub(&h->wref, 1);
-		}
 		wp__timers_discard(w, h);
-		h->free_at = UINT64_MAX;
+		h->free_at = atomic_load(&w->q.tail);
 		h->link = w->releasing;
 		w->releasing = h;
 	}
@@ -281,20 +297,6 @@ void wp__handle_ctl(struct wp__worker *w, struct wp_handle *h)
 }
 
 /*
- * The queue position below which every item of h lies, once no add is in
- * progress; UINT64_MAX while one may still queue. The state forbids new
- * adds before this runs, and an add counts itself before it reads the
- * state, so a zero count here means no later add can succeed.
- */
-static uint64_t handle_fence_pos(struct wp__worker *w, struct wp_handle *h,
-				 uint64_t mask)
-{
-	if (atomic_load(&h->users) & mask)
-		return UINT64_MAX;
-	return atomic_load(&w->q.tail);
-}
-
-/*
  * Returns false while h must stay on the closing list. Once it returns
  * true, h may already be released by another thread: the exit callback
  * and the drop of wref are the last touches.
@@ -303,17 +305,13 @@ static bool close_step(struct wp__worker *w, struct wp_handle *h,
 		       uint64_t done)
 {
 	if (handle_phase(h) == WP__EXITED) {
-		h->close_at = 0;
 		atomic_fetch_sub(&h->wref, 1);
 		wp__worker_kick(w);
 		return true;
 	}
-	if (h->close_at == UINT64_MAX)
-		h->close_at = handle_fence_pos(w, h, WP__USER_ADDS);
 	if (h->close_at > done)
 		return false;
 
-	h->close_at = 0;
 	atomic_fetch_sub(&h->wref, 1);
 	if (wp__handle_exit(h, 0))
 		wp__handle_run_exit(h);
@@ -323,11 +321,9 @@ static bool close_step(struct wp__worker *w, struct wp_handle *h,
 static bool release_step(struct wp__worker *w, struct wp_handle *h,
 			 uint64_t done)
 {
-	if (atomic_load(&h->wref))
-		return false;
-	if (h->free_at == UINT64_MAX)
-		h->free_at = handle_fence_pos(w, h, ~0ull);
-	if (h->free_at > done)
+	(void)w;
+	if (atomic_load(&h->users) || atomic_load(&h->wref) ||
+	    h->free_at > done)
 		return false;
 	wp__handle_release(h);
 	return true;
@@ -373,53 +369,87 @@ void wp__handle_lists(struct wp__worker *w, bool stopping)
 /* The public calls                                                    */
 /* ------------------------------------------------------------------ */
 
-static int handle_push_events(struct wp_handle *h, wp_ctx *ctx,
-			      void *const *ev, size_t n, bool block)
+/*
+ * Queues up to n events of h in order, as many as fit at once. Returns how
+ * many, 0 when the queue is full, or -ECANCELED when the state word moved
+ * from st (the handle is closing, exiting or freed): the reserved
+ * positions are then left as holes.
+ */
+static int add_some(struct wp_handle *h, uint64_t st, uintptr_t c,
+		    void *const *ev, size_t n)
 {
-	struct wp__worker *w = h->w;
-	struct wp__item it = { .a = h, .c = (uintptr_t)ctx };
-	size_t done;
-	int rc = 0;
+	static const struct wp__item hole = { NULL, NULL, 0 };
+	struct wp__queue *q = &h->w->q;
+	struct wp__item it = { .a = h, .c = c };
+	uint64_t pos;
+	size_t i;
 
-	if (ctx)
-		wp__ctx_ref(ctx, (unsigned)n);
-	done = wp__queue_push_many(&w->q, h, ev, n, (uintptr_t)ctx);
-	if (done)
-		wp__worker_wake(w);
-
-	for (; done < n && block; done++) {
-		it.b = ev[done];
-		rc = wp__worker_push(w, ctx, &it, h);
-		if (rc)
-			break;
+	if (n > q->mask + 1)
+		n = q->mask + 1;
+	pos = wp__queue_reserve(q, n);
+	if (pos == UINT64_MAX && n > 1) {
+		n = 1;
+		pos = wp__queue_reserve(q, 1);
 	}
-	if (done < n && !block)
-		rc = -EAGAIN;
+	if (pos == UINT64_MAX)
+		return 0;
 
-	/* The references taken for events that were not queued. */
-	for (size_t i = done; ctx && i < n; i++)
-		wp_ctx_release(ctx);
-	return done ? (int)done : rc;
+	/* Ordered after the reservation by its compare-and-swap. */
+	if (atomic_load(&h->state) != st) {
+		for (i = 0; i < n; i++)
+			wp__queue_put(q, pos + i, &hole, i + 1 == n);
+		return -ECANCELED;
+	}
+	for (i = 0; i < n; i++) {
+		it.b = ev[i];
+		wp__queue_put(q, pos + i, &it, i + 1 == n);
+	}
+	return (int)n;
 }
 
 static int handle_add(struct wp_handle *h, wp_ctx *ctx, void *const *ev,
 		      size_t n, bool block)
 {
-	int rc;
+	struct wp__worker *w;
+	size_t done = 0;
+	uint64_t st;
+	int rc = 0;
 
 	if (!wp__handle_valid(h) || (ctx && !wp__ctx_valid(ctx)) || !ev ||
 	    n > INT32_MAX)
 		return -EINVAL;
+	st = atomic_load(&h->state);
+	if ((st & (WP__PHASE | WP__FREED)) != WP__LIVE)
+		return -ECANCELED;
 	if (!n)
 		return 0;
 
-	handle_enter(h, WP__USER_ADD);
-	if (handle_phase(h) != WP__LIVE)
-		rc = -ECANCELED;
-	else
-		rc = handle_push_events(h, ctx, ev, n, block);
-	handle_leave(h, WP__USER_ADD);
-	return rc;
+	w = h->w;
+	if (ctx)
+		wp__ctx_ref(ctx, (unsigned)n);
+	while (done < n) {
+		rc = add_some(h, st, (uintptr_t)ctx, ev + done, n - done);
+		if (rc != 0)
+			wp__worker_wake(w);
+		if (rc > 0) {
+			done += (size_t)rc;
+			rc = 0;
+		} else if (rc < 0) {
+			break;
+		} else if (!block) {
+			rc = -EAGAIN;
+			break;
+		} else {
+			rc = wp__worker_wait_room(w, ctx, h, st);
+			if (rc)
+				break;
+		}
+	}
+
+	/* The references taken for events that were not queued. */
+	for (size_t i = done; ctx && i < n; i++)
+		wp_ctx_release(ctx);
+	return done ? (int)done : rc;
 }
 
 int wp_handle_add_event(wp_handle *h, wp_ctx *ctx, void *event)
@@ -450,7 +480,7 @@ int wp_handle_on_exit(wp_handle *h, wp_exit_fn fn, void *arg)
 	if (!wp__handle_valid(h))
 		return -EINVAL;
 
-	handle_enter(h, WP__USER_CALL);
+	handle_enter(h);
 	old = atomic_load(&h->exit_fn);
 	if (old == exit_taken) {
 		rc = -ECANCELED;
@@ -460,7 +490,7 @@ int wp_handle_on_exit(wp_handle *h, wp_exit_fn fn, void *arg)
 		if (!atomic_compare_exchange_strong(&h->exit_fn, &old, fn))
 			rc = -ECANCELED;
 	}
-	handle_leave(h, WP__USER_CALL);
+	handle_leave(h);
 	return rc;
 }
 
@@ -469,9 +499,9 @@ void wp_handle_unregister(wp_handle *h)
 	if (!wp__handle_valid(h))
 		return;
 
-	handle_enter(h, WP__USER_CALL);
+	handle_enter(h);
 	handle_unregister(h);
-	handle_leave(h, WP__USER_CALL);
+	handle_leave(h);
 }
 
 static int graceful_wait(struct wp_handle *h, wp_ctx *ctx)
@@ -498,7 +528,7 @@ int wp_handle_unregister_graceful(wp_handle *h, wp_ctx *ctx)
 	if (!wp__handle_valid(h) || (ctx && !wp__ctx_valid(ctx)))
 		return -EINVAL;
 
-	handle_enter(h, WP__USER_CALL);
+	handle_enter(h);
 	old = atomic_load(&h->state);
 	do {
 		if ((old & WP__PHASE) != WP__LIVE)
@@ -516,7 +546,7 @@ int wp_handle_unregister_graceful(wp_handle *h, wp_ctx *ctx)
 		wp__worker_kick(h->w);
 		rc = graceful_wait(h, ctx);
 	}
-	handle_leave(h, WP__USER_CALL);
+	handle_leave(h);
 	return rc;
 }
 
@@ -531,7 +561,7 @@ int wp_handle_error_fd(wp_handle *h)
 	if (fd >= 0)
 		return fd;
 
-	handle_enter(h, WP__USER_CALL);
+	handle_enter(h);
 	fd = wp__eventfd(EFD_CLOEXEC | EFD_NONBLOCK);
 	if (fd < 0) {
 		fd = -errno;
@@ -542,7 +572,7 @@ int wp_handle_error_fd(wp_handle *h)
 		/* Published before the state is read: see wp__handle_exit. */
 		eventfd_write(fd, 1);
 	}
-	handle_leave(h, WP__USER_CALL);
+	handle_leave(h);
 	return fd;
 }
 
@@ -577,9 +607,9 @@ void wp_handle_free(wp_handle *h)
 		return;
 
 	atomic_fetch_or(&h->state, WP__FREED);
-	handle_enter(h, WP__USER_CALL);
+	handle_enter(h);
 	handle_unregister(h);
-	handle_leave(h, WP__USER_CALL);
+	handle_leave(h);
 
 	if (wp__self != h->w && release_now(h)) {
 		wp__handle_release(h);

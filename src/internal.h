@@ -61,51 +61,7 @@ void wp__ctx_watch(wp_ctx *ctx, struct wp__waiter *wt,
 		   _Atomic uint32_t *word);
 void wp__ctx_unwatch(wp_ctx *ctx, struct wp__waiter *wt);
 
-/* ------------------------------------------------------------------ */
-/* The per-worker queue                                                */
-/* ------------------------------------------------------------------ */
-
-/*
- * One queued item. For an event, a is the handle, b the event and c the
- * context (0 for the pool's own). For a task, a is the function, b its
- * argument and c is WP__ITEM_TASK. Contexts are allocated, so bit 0 of a
- * context pointer is always clear.
- */
-struct wp__item {
-	void *a;
-	void *b;
-	uintptr_t c;
-};
-
-#define WP__ITEM_TASK ((uintptr_t)1)
-
-/*
- * A slot of a bounded multi-producer queue; seq tells whether it is free
- * for, or holds the item of, a given position (see queue.c).
- */
-struct wp__slot {
-	_Atomic uint64_t seq;
-	struct wp__item item;
-};
-
-struct wp__queue {
-	/* Reserved by producers with compare-and-swap. */
-	WP__ALIGNED _Atomic uint64_t tail;
-	/* Next position the worker reads; only the worker touches it. */
-	WP__ALIGNED uint64_t head;
-	/* Every position below done has been run (or dropped). */
-	_Atomic uint64_t done;
-	uint64_t mask;
-	struct wp__slot *slots;
-};
-
-int wp__queue_init(struct wp__queue *q, unsigned capacity);
-void wp__queue_fini(struct wp__queue *q);
-bool wp__queue_push(struct wp__queue *q, const struct wp__item *it);
-size_t wp__queue_push_many(struct wp__queue *q, void *h, void *const *ev,
-			   size_t n, uintptr_t c);
-bool wp__queue_pop(struct wp__queue *q, struct wp__item *it);
-bool wp__queue_ready(const struct wp__queue *q);
+#include "queue.h"
 
 /* ------------------------------------------------------------------ */
 /* Timers                                                              */
@@ -196,6 +152,7 @@ struct wp__worker {
 	_Atomic(struct wp_handle *) ctl;
 	/* Threads blocked on this worker; they sleep on progress. */
 	_Atomic uint32_t nwaiters;
+	_Atomic uint32_t nfull;		/* of those, waiting for room */
 	_Atomic uint32_t progress;
 
 	/* Owned by the worker thread. */
@@ -217,21 +174,20 @@ struct wp__worker {
 
 /*
  * The handle state word: the phase in the low bits, WP__FREED once
- * wp_handle_free() was called, and the exit code in the upper 32 bits.
+ * wp_handle_free() was called, a generation that changes each time the
+ * memory is registered anew, and the exit code in the upper 32 bits. Any
+ * change to the word tells an add in flight to step back (see handle.c).
  */
-#define WP__LIVE 0u
-#define WP__CLOSING 1u
-#define WP__EXITED 2u
-#define WP__PHASE 3u
-#define WP__FREED 4u
-
-/* Calls in progress: adds count in the low half, other calls above. */
-#define WP__USER_ADD 1ull
-#define WP__USER_CALL (1ull << 32)
-#define WP__USER_ADDS 0xffffffffull
+#define WP__LIVE 0ull
+#define WP__CLOSING 1ull
+#define WP__EXITED 2ull
+#define WP__PHASE 3ull
+#define WP__FREED 4ull
+#define WP__GEN_ONE 8ull
+#define WP__GEN_MASK 0xfffffff8ull
 
 struct wp_handle {
-	/* Written by every call on the handle, on its own cache line. */
+	/* Calls other than adds in progress, on their own cache line. */
 	WP__ALIGNED _Atomic uint64_t users;
 	_Atomic(wp_exit_fn) exit_fn;
 	void *exit_arg;
@@ -306,8 +262,8 @@ void wp__worker_kick(struct wp__worker *w);
 void wp__worker_wake(struct wp__worker *w);
 int wp__worker_wait(struct wp__worker *w, wp_ctx *ctx,
 		    bool (*ready)(void *), void *arg);
-int wp__worker_push(struct wp__worker *w, wp_ctx *ctx,
-		    const struct wp__item *it, struct wp_handle *h);
+int wp__worker_wait_room(struct wp__worker *w, wp_ctx *ctx,
+			 struct wp_handle *h, uint64_t st);
 struct wp_handle *wp__handle_alloc(wp_pool *pool);
 void wp__handle_release(struct wp_handle *h);
 

@@ -49,13 +49,12 @@ void wp__worker_wake(struct wp__worker *w)
 	struct wp__worker *self = wp__self;
 
 	/*
-	 * The caller's store (a published slot or a control push) is
-	 * ordered before this load by a full barrier, and the worker stores
-	 * sleeping before its last look at the queue: one of the two sees
-	 * the other, so a wake-up is never lost.
+	 * The caller published its work (a queue slot or a control push)
+	 * with a sequentially consistent read-modify-write, and the worker
+	 * stores sleeping before its last look for work: one of the two
+	 * sees the other, so a wake-up is never lost.
 	 */
-	atomic_thread_fence(memory_order_seq_cst);
-	if (!atomic_load_explicit(&w->sleeping, memory_order_relaxed))
+	if (!atomic_load(&w->sleeping))
 		return;
 	/* Only the thread that clears the flag rings the doorbell. */
 	if (!atomic_exchange(&w->sleeping, 0))
@@ -67,23 +66,52 @@ void wp__worker_wake(struct wp__worker *w)
 	w->pool->backend->wake(self, w);
 }
 
+static void worker_wake_waiters(struct wp__worker *w)
+{
+	atomic_fetch_add(&w->progress, 1);
+	wp__futex_wake(&w->progress);
+}
+
 /* Wakes the threads blocked in wp__worker_wait() on w, if any. */
 void wp__worker_kick(struct wp__worker *w)
 {
 	/* Ordered after the caller's state change by the seq_cst fence. */
 	atomic_thread_fence(memory_order_seq_cst);
-	if (!atomic_load_explicit(&w->nwaiters, memory_order_relaxed))
+	if (atomic_load_explicit(&w->nwaiters, memory_order_relaxed) ||
+	    atomic_load_explicit(&w->nfull, memory_order_relaxed))
+		worker_wake_waiters(w);
+}
+
+/*
+ * The worker's kick after a round. Producers waiting for room are woken
+ * only once half the queue is free: waking them for every batch would
+ * cost two system calls per batch while a fast producer keeps the queue
+ * full.
+ */
+static void worker_kick_round(struct wp__worker *w)
+{
+	uint64_t used;
+
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&w->nwaiters, memory_order_relaxed)) {
+		worker_wake_waiters(w);
 		return;
-	atomic_fetch_add(&w->progress, 1);
-	wp__futex_wake(&w->progress);
+	}
+	if (!atomic_load_explicit(&w->nfull, memory_order_relaxed))
+		return;
+	used = atomic_load_explicit(&w->q.tail, memory_order_relaxed) -
+	       w->q.head;
+	if (used <= (w->q.mask + 1) / 2)
+		worker_wake_waiters(w);
 }
 
 /*
  * Blocks until ready(arg) holds or ctx (may be NULL) ends, and returns 0
- * or ctx's error. Whoever makes ready() true calls wp__worker_kick().
+ * or ctx's error; count is the waiter count to register on (nwaiters, or
+ * nfull for room in the queue). Whoever makes ready() true kicks w.
  */
-int wp__worker_wait(struct wp__worker *w, wp_ctx *ctx,
-		    bool (*ready)(void *), void *arg)
+static int worker_wait_on(struct wp__worker *w, _Atomic uint32_t *count,
+			  wp_ctx *ctx, bool (*ready)(void *), void *arg)
 {
 	uint64_t deadline = wp__ctx_deadline(ctx);
 	struct wp__waiter wt;
@@ -94,7 +122,7 @@ int wp__worker_wait(struct wp__worker *w, wp_ctx *ctx,
 	 * Counted before ready() is evaluated: a kick that the count does
 	 * not reach happened before, and ready() sees its effect.
 	 */
-	atomic_fetch_add(&w->nwaiters, 1);
+	atomic_fetch_add(count, 1);
 	if (ctx)
 		wp__ctx_watch(ctx, &wt, &w->progress);
 
@@ -110,57 +138,55 @@ int wp__worker_wait(struct wp__worker *w, wp_ctx *ctx,
 
 	if (ctx)
 		wp__ctx_unwatch(ctx, &wt);
-	atomic_fetch_sub(&w->nwaiters, 1);
+	atomic_fetch_sub(count, 1);
 	return rc;
 }
 
-struct push_wait {
+int wp__worker_wait(struct wp__worker *w, wp_ctx *ctx,
+		    bool (*ready)(void *), void *arg)
+{
+	return worker_wait_on(w, &w->nwaiters, ctx, ready, arg);
+}
+
+struct room_wait {
 	struct wp__worker *w;
-	const struct wp__item *it;
 	struct wp_handle *h;
+	uint64_t st;
 	int err;
 };
 
-static bool push_ready(void *arg)
+static bool room_ready(void *arg)
 {
-	struct push_wait *pw = arg;
-	uint64_t st;
+	struct room_wait *rw = arg;
 
-	if (pw->h) {
-		st = atomic_load(&pw->h->state);
-		if ((st & WP__PHASE) != WP__LIVE) {
-			pw->err = -ECANCELED;
+	if (rw->h) {
+		if (atomic_load(&rw->h->state) != rw->st) {
+			rw->err = -ECANCELED;
 			return true;
 		}
-	} else if (atomic_load(&pw->w->pool->state) >= WP__POOL_STOPPING) {
-		pw->err = -ESHUTDOWN;
+	} else if (atomic_load(&rw->w->pool->state) >= WP__POOL_STOPPING) {
+		rw->err = -ESHUTDOWN;
 		return true;
 	}
-	return wp__queue_push(&pw->w->q, pw->it);
+	return wp__queue_has_room(&rw->w->q);
 }
 
 /*
- * Queues it on w, blocking while the queue is full. h, if not NULL, is
- * the handle the item belongs to: its exit ends the wait.
+ * Waits until w's queue has room, ctx (may be NULL) ends, or the state of
+ * h moves from st (h NULL: the pool stops). Returns 0 to try again, or
+ * why not to.
  */
-int wp__worker_push(struct wp__worker *w, wp_ctx *ctx,
-		    const struct wp__item *it, struct wp_handle *h)
+int wp__worker_wait_room(struct wp__worker *w, wp_ctx *ctx,
+			 struct wp_handle *h, uint64_t st)
 {
-	struct push_wait pw = { w, it, h, 0 };
+	struct room_wait rw = { w, h, st, 0 };
 	int rc;
 
-	if (!wp__queue_push(&w->q, it)) {
-		/* The worker cannot make room while it waits for room. */
-		if (wp__self == w)
-			return -EDEADLK;
-		rc = wp__worker_wait(w, ctx, push_ready, &pw);
-		if (rc)
-			return rc;
-		if (pw.err)
-			return pw.err;
-	}
-	wp__worker_wake(w);
-	return 0;
+	/* The worker cannot make room while it waits for room. */
+	if (wp__self == w)
+		return -EDEADLK;
+	rc = worker_wait_on(w, &w->nfull, ctx, room_ready, &rw);
+	return rc ? rc : rw.err;
 }
 
 /* ------------------------------------------------------------------ */
@@ -175,9 +201,11 @@ static unsigned worker_drain(struct wp__worker *w)
 
 	for (n = 0; n < WP__BATCH && wp__queue_pop(&w->q, &it); n++)
 		wp__handle_run(w, &it);
-	if (n)
+	if (n) {
+		atomic_store_explicit(&w->current, NULL, memory_order_release);
 		atomic_store_explicit(&w->q.done, w->q.head,
 				      memory_order_release);
+	}
 	return n;
 }
 
@@ -213,14 +241,13 @@ static unsigned worker_round(struct wp__worker *w)
 	if (w->closing || w->releasing)
 		wp__handle_lists(w, false);
 	w->pool->backend->flush(w);
-	wp__worker_kick(w);
+	worker_kick_round(w);
 	return n;
 }
 
 static bool worker_has_work(struct wp__worker *w)
 {
-	return wp__queue_ready(&w->q) ||
-	       atomic_load_explicit(&w->ctl, memory_order_relaxed) ||
+	return wp__queue_ready(&w->q) || atomic_load(&w->ctl) ||
 	       atomic_load_explicit(&w->stop, memory_order_relaxed) ||
 	       (w->next_due && wp__now_ns() >= w->next_due);
 }
@@ -834,7 +861,9 @@ int wp_pool_register(wp_pool *pool, wp_event_fn fn, void *arg,
 	h->ctl_next = NULL;
 	h->alloc = 1;
 	h->magic = WP__HANDLE_MAGIC;
-	atomic_store(&h->state, WP__LIVE);
+	/* A new generation: adds still in flight on the old one step back. */
+	atomic_store(&h->state, ((atomic_load(&h->state) & WP__GEN_MASK) +
+				 WP__GEN_ONE) & WP__GEN_MASK);
 	pthread_mutex_unlock(&pool->lock);
 
 	*out = h;
@@ -874,7 +903,9 @@ wp_ctx *wp_pool_ctx(wp_pool *pool)
 int wp_pool_go(wp_pool *pool, wp_ctx *ctx, void (*fn)(void *), void *arg)
 {
 	struct wp__item it = { (void *)fn, arg, WP__ITEM_TASK };
+	struct wp__worker *w;
 	unsigned i;
+	int rc;
 
 	if (!pool_valid(pool) || !fn || (ctx && !wp__ctx_valid(ctx)))
 		return -EINVAL;
@@ -886,6 +917,12 @@ int wp_pool_go(wp_pool *pool, wp_ctx *ctx, void (*fn)(void *), void *arg)
 		return 0;
 	i = atomic_fetch_add_explicit(&pool->next_worker, 1,
 				      memory_order_relaxed);
-	return wp__worker_push(&pool->workers[i % pool->nworkers], ctx, &it,
-			       NULL);
+	w = &pool->workers[i % pool->nworkers];
+	while (!wp__queue_push(&w->q, &it)) {
+		rc = wp__worker_wait_room(w, ctx, NULL, 0);
+		if (rc)
+			return rc;
+	}
+	wp__worker_wake(w);
+	return 0;
 }
