@@ -343,15 +343,16 @@ static void run_latency(wp_pool *pool, const struct opts *o)
 struct throughput;
 
 /* One handle's state, on a cache line of its own. */
+/* Written by the handler only; producers read the handles array. */
 struct lane {
 	_Atomic uint64_t next;	/* the sequence number expected next */
-	wp_handle *h;
 	struct throughput *tp;
 	long index;
 } __attribute__((aligned(64)));
 
 struct throughput {
 	struct lane *lanes;
+	wp_handle **handles_of;	/* lane i's handle, read by producers */
 	long handles;
 	long producers;
 	uint64_t per_handle;
@@ -396,7 +397,7 @@ static void *produce(void *arg)
 
 	for (uint64_t seq = 0; seq < tp->per_handle; seq++)
 		for (long i = pr->index; i < tp->handles; i += tp->producers)
-			add_event(tp->lanes[i].h, seq);
+			add_event(tp->handles_of[i], seq);
 	return NULL;
 }
 
@@ -442,7 +443,8 @@ static void start_producers(struct throughput *tp, struct producer *pr)
 static void open_lanes(wp_pool *pool, struct throughput *tp)
 {
 	tp->lanes = aligned_alloc(64, tp->handles * sizeof(*tp->lanes));
-	if (!tp->lanes)
+	tp->handles_of = calloc(tp->handles, sizeof(*tp->handles_of));
+	if (!tp->lanes || !tp->handles_of)
 		fail("throughput: out of memory");
 	for (long i = 0; i < tp->handles; i++) {
 		struct lane *l = &tp->lanes[i];
@@ -450,7 +452,7 @@ static void open_lanes(wp_pool *pool, struct throughput *tp)
 		atomic_init(&l->next, 0);
 		l->tp = tp;
 		l->index = i;
-		l->h = handle_open(pool, on_sequence, l);
+		tp->handles_of[i] = handle_open(pool, on_sequence, l);
 	}
 }
 
@@ -483,8 +485,9 @@ static void run_throughput(wp_pool *pool, const struct opts *o)
 	for (long p = 0; p < tp.producers; p++)
 		pthread_join(pr[p].thread, NULL);
 	for (long i = 0; i < tp.handles; i++)
-		wp_handle_free(tp.lanes[i].h);
+		wp_handle_free(tp.handles_of[i]);
 	sem_destroy(&tp.done);
+	free(tp.handles_of);
 	free(tp.lanes);
 	free(pr);
 }

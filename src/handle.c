@@ -397,12 +397,12 @@ static int add_some(struct wp_handle *h, uint64_t st, uintptr_t c,
 	/* Ordered after the reservation by its compare-and-swap. */
 	if (atomic_load(&h->state) != st) {
 		for (i = 0; i < n; i++)
-			wp__queue_put(q, pos + i, &hole, i + 1 == n);
+			wp__queue_put(q, pos + i, &hole);
 		return -ECANCELED;
 	}
 	for (i = 0; i < n; i++) {
 		it.b = ev[i];
-		wp__queue_put(q, pos + i, &it, i + 1 == n);
+		wp__queue_put(q, pos + i, &it);
 	}
 	return (int)n;
 }

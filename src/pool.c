@@ -49,10 +49,11 @@ void wp__worker_wake(struct wp__worker *w)
 	struct wp__worker *self = wp__self;
 
 	/*
-	 * The caller published its work (a queue slot or a control push)
-	 * with a sequentially consistent read-modify-write, and the worker
-	 * stores sleeping before its last look for work: one of the two
-	 * sees the other, so a wake-up is never lost.
+	 * The caller claimed its work (a queue reservation or a control
+	 * push) with a sequentially consistent read-modify-write, and the
+	 * worker stores sleeping before its last look for work, the queue
+	 * tail included: one of the two sees the other, so a wake-up is
+	 * never lost.
 	 */
 	if (!atomic_load(&w->sleeping))
 		return;
@@ -264,6 +265,12 @@ static void worker_sleep(struct wp__worker *w)
 	atomic_store(&w->sleeping, 1);
 	if (worker_has_work(w)) {
 		atomic_store(&w->sleeping, 0);
+		return;
+	}
+	if (wp__queue_reserved(&w->q)) {
+		/* A producer is between reserving and publishing. */
+		atomic_store(&w->sleeping, 0);
+		sched_yield();
 		return;
 	}
 	if (w->releasing || w->closing) {

@@ -42,15 +42,20 @@ struct wp__slot {
 	struct wp__item item;
 };
 
+/*
+ * Each side writes its own cache line, and the fields both read stay on a
+ * line nobody writes after init, so no add or pop drags another thread's
+ * line across.
+ */
 struct wp__queue {
+	_Alignas(64) struct wp__slot *slots;
+	uint64_t mask;
 	/* Reserved by producers with compare-and-swap. */
 	_Alignas(64) _Atomic uint64_t tail;
 	/* Next position the worker reads; only the worker touches it. */
 	_Alignas(64) uint64_t head;
 	/* Every position below done has been run (or dropped). */
 	_Atomic uint64_t done;
-	uint64_t mask;
-	struct wp__slot *slots;
 };
 
 int wp__queue_init(struct wp__queue *q, unsigned capacity);
@@ -61,7 +66,10 @@ void wp__queue_fini(struct wp__queue *q);
  * when the queue lacks room for all n. The worker frees slots in position
  * order, so if the last of the n is free, all of them are. The successful
  * compare-and-swap is sequentially consistent: the state checks that
- * follow a reservation rely on it (see handle.c).
+ * follow a reservation rely on it (see handle.c), and so does the look at
+ * the worker's sleeping flag after it (see wp__worker_wake): a worker
+ * about to sleep checks the tail, not just the next slot, so a position
+ * reserved but not yet published keeps it awake.
  */
 static inline uint64_t wp__queue_reserve(struct wp__queue *q, uint64_t n)
 {
@@ -87,23 +95,15 @@ static inline uint64_t wp__queue_reserve(struct wp__queue *q, uint64_t n)
 	}
 }
 
-/*
- * Publishes the item of a reserved position. The release store orders the
- * item before it. The last item of an add is published with a full
- * barrier instead, so that the waker's look at the worker's sleeping flag
- * cannot pass it (see wp__worker_wake).
- */
+/* Publishes the item of a reserved position. */
 static inline void wp__queue_put(struct wp__queue *q, uint64_t pos,
-				 const struct wp__item *it, bool last)
+				 const struct wp__item *it)
 {
 	struct wp__slot *s = &q->slots[pos & q->mask];
 
 	s->item = *it;
-	if (last)
-		atomic_exchange(&s->seq, WP__SEQ_FULL(pos));
-	else
-		atomic_store_explicit(&s->seq, WP__SEQ_FULL(pos),
-				      memory_order_release);
+	/* Release: the item is written before the worker can see it. */
+	atomic_store_explicit(&s->seq, WP__SEQ_FULL(pos), memory_order_release);
 }
 
 /* Queues one item; false when the queue is full. */
@@ -114,7 +114,7 @@ static inline bool wp__queue_push(struct wp__queue *q,
 
 	if (pos == UINT64_MAX)
 		return false;
-	wp__queue_put(q, pos, it, true);
+	wp__queue_put(q, pos, it);
 	return true;
 }
 
@@ -145,15 +145,23 @@ static inline bool wp__queue_pop(struct wp__queue *q, struct wp__item *it)
 	return true;
 }
 
-/*
- * True when the next item is published. Sequentially consistent: the
- * worker's last look before sleeping pairs with the producer's barrier.
- */
+/* True when the next item is published. */
 static inline bool wp__queue_ready(const struct wp__queue *q)
 {
 	const struct wp__slot *s = &q->slots[q->head & q->mask];
 
-	return atomic_load(&s->seq) == WP__SEQ_FULL(q->head);
+	return atomic_load_explicit(&s->seq, memory_order_acquire) ==
+	       WP__SEQ_FULL(q->head);
+}
+
+/*
+ * True when a producer holds a position the worker has not read, even if
+ * its item is not published yet. Sequentially consistent: it pairs with
+ * the reservation's compare-and-swap.
+ */
+static inline bool wp__queue_reserved(const struct wp__queue *q)
+{
+	return atomic_load(&q->tail) != q->head;
 }
 
 #endif
