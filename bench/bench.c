@@ -32,6 +32,7 @@
 _Static_assert(sizeof(void *) >= sizeof(uint64_t), "needs 64-bit pointers");
 
 #define NSEC_PER_SEC 1000000000ULL
+#define NSEC_PER_MSEC 1000000ULL
 
 /* A wait that sees no progress for this long has lost something. */
 #define STALL_NS (10 * NSEC_PER_SEC)
@@ -92,6 +93,14 @@ static struct timespec timespec_of(uint64_t ns)
 }
 
 /* User plus system time of the whole process, workers included. */
+static void sleep_ns(uint64_t ns)
+{
+	struct timespec ts = timespec_of(ns);
+
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
+}
+
 static uint64_t cpu_ns(void)
 {
 	struct rusage ru;
@@ -572,6 +581,168 @@ static void run_memory(wp_pool *pool, const struct opts *o)
 }
 
 /* ------------------------------------------------------------------ */
+/* timers: H handles, each with a periodic 100 ms timer                */
+/* ------------------------------------------------------------------ */
+
+#define TIMER_INTERVAL_NS (100 * NSEC_PER_MSEC)
+#define TIMER_WARMUP_NS (200 * NSEC_PER_MSEC)
+
+struct timers;
+
+/* One handle's schedule, written only by its worker. */
+struct ticker {
+	wp_handle *h;
+	struct timers *tm;
+	uint64_t due;		/* when the next fire is due */
+};
+
+/*
+ * Lateness is counted per worker thread in 10 us buckets up to 1 s, so
+ * that counting costs the workers no shared cache line.
+ */
+#define LATE_BUCKET_US 10
+#define LATE_BUCKETS 100000
+
+struct late_histogram {
+	uint64_t fires;
+	uint32_t bucket[LATE_BUCKETS];
+};
+
+struct timers {
+	struct ticker *tk;
+	struct late_histogram *hist[64];	/* one per worker thread */
+	_Atomic unsigned nhist;
+	_Atomic bool counting;
+	_Atomic long started;
+};
+
+static _Thread_local struct late_histogram *my_hist;
+
+static void count_fire(struct timers *tm, uint64_t late_ns)
+{
+	uint64_t b = late_ns / 1000 / LATE_BUCKET_US;
+	unsigned i;
+
+	if (!my_hist) {
+		i = atomic_fetch_add(&tm->nhist, 1);
+		if (i >= 64)
+			fail("timers: too many worker threads");
+		my_hist = calloc(1, sizeof(*my_hist));
+		if (!my_hist)
+			fail("timers: out of memory");
+		tm->hist[i] = my_hist;
+	}
+	my_hist->fires++;
+	my_hist->bucket[b < LATE_BUCKETS ? b : LATE_BUCKETS - 1]++;
+}
+
+static int on_tick(wp_ctx *ctx, void *arg)
+{
+	struct ticker *t = arg;
+	uint64_t now = now_ns();
+
+	(void)ctx;
+	/* Coalesced fires stand for the latest period they cover. */
+	t->due += wp_handle_timer_missed(t->h) * TIMER_INTERVAL_NS;
+	if (now < t->due)
+		fail("timers: a fire came %.1f us early",
+		     (t->due - now) / 1000.0);
+	if (atomic_load_explicit(&t->tm->counting, memory_order_relaxed))
+		count_fire(t->tm, now - t->due);
+	t->due += TIMER_INTERVAL_NS;
+	return 0;
+}
+
+/* Totals the histograms: fires, and the bucket holding the p99. */
+static uint64_t late_p99_us(struct timers *tm, uint64_t *fires)
+{
+	uint64_t n = 0, seen = 0, rank;
+	unsigned i, k = atomic_load(&tm->nhist);
+	long b;
+
+	for (i = 0; i < k; i++)
+		n += tm->hist[i]->fires;
+	*fires = n;
+	rank = (uint64_t)(0.99 * n);
+	for (b = 0; b < LATE_BUCKETS; b++) {
+		for (i = 0; i < k; i++)
+			seen += tm->hist[i]->bucket[b];
+		if (n && seen > rank)
+			break;
+	}
+	return n ? (uint64_t)(b + 1) * LATE_BUCKET_US : 0;
+}
+
+/* Sets each timer from its own worker, where setting needs no hop. */
+static int on_start_timer(wp_ctx *ctx, void *event, void *arg)
+{
+	struct ticker *t = arg;
+	int err;
+
+	(void)ctx;
+	(void)event;
+	t->due = now_ns() + TIMER_INTERVAL_NS;
+	err = wp_handle_set_timer(t->h, NULL, TIMER_INTERVAL_NS, on_tick, t);
+	if (err)
+		fail("timers: set: %s", wp_strerror(err));
+	atomic_fetch_add_explicit(&t->tm->started, 1, memory_order_relaxed);
+	return 0;
+}
+
+static void start_tickers(wp_pool *pool, struct timers *tm, long n)
+{
+	uint64_t t0 = now_ns();
+
+	for (long i = 0; i < n; i++) {
+		tm->tk[i].tm = tm;
+		tm->tk[i].h = handle_open(pool, on_start_timer, &tm->tk[i]);
+		add_event(tm->tk[i].h, 0);
+	}
+	while (atomic_load(&tm->started) < n) {
+		if (now_ns() - t0 > STALL_NS)
+			fail("timers: only %ld of %ld timers started",
+			     atomic_load(&tm->started), n);
+		sleep_ns(NSEC_PER_MSEC);
+	}
+}
+
+static void run_timers(wp_pool *pool, const struct opts *o)
+{
+	struct timers tm = { 0 };
+	uint64_t t0, c0, wall, fires, p99;
+	double cpu;
+
+	tm.tk = calloc(o->handles, sizeof(*tm.tk));
+	if (!tm.tk)
+		fail("timers: out of memory");
+	start_tickers(pool, &tm, o->handles);
+	sleep_ns(TIMER_WARMUP_NS);
+
+	c0 = cpu_ns();
+	t0 = now_ns();
+	atomic_store(&tm.counting, true);
+	sleep_ns((uint64_t)(o->seconds * NSEC_PER_SEC));
+	atomic_store(&tm.counting, false);
+	wall = now_ns() - t0;
+	cpu = 100.0 * (cpu_ns() - c0) / wall;
+
+	/* Stopping the pool first leaves the histograms to this thread. */
+	for (long i = 0; i < o->handles; i++)
+		wp_handle_free(tm.tk[i].h);
+	if (wp_pool_stop(pool))
+		fail("timers: cannot stop the pool");
+	p99 = late_p99_us(&tm, &fires);
+	report(pool, o, "timers handles=%ld seconds=%.1f fires=%" PRIu64
+	       " expected=%.0f cpu_percent=%.1f late_p99_us=%" PRIu64,
+	       o->handles, wall / 1e9, fires,
+	       o->handles * (wall / 1e9) * 10, cpu, p99);
+
+	for (unsigned i = 0; i < atomic_load(&tm.nhist); i++)
+		free(tm.hist[i]);
+	free(tm.tk);
+}
+
+/* ------------------------------------------------------------------ */
 /* Flags and the scenario table                                        */
 /* ------------------------------------------------------------------ */
 
@@ -582,12 +753,14 @@ static const struct scenario scenarios[] = {
 	{ "throughput", run_throughput, 2000000, 64 },
 	{ "churn", run_churn, 200000, -1 },
 	{ "memory", run_memory, -1, 1000000 },
+	{ "timers", run_timers, -1, 100000 },
 };
 
 static void __attribute__((noreturn)) usage(int status)
 {
 	fprintf(status ? stderr : stdout,
-		"usage: bench -mode pingpong|latency|throughput|churn|memory\n"
+		"usage: bench -mode pingpong|latency|throughput|churn|memory|"
+		"timers\n"
 		"  [-workers W] [-handles H] [-producers P] [-events N]\n"
 		"  [-seconds S] [-backend uring|epoll|auto]\n"
 		"  [-spin NS|adaptive|forever]\n");

@@ -92,6 +92,7 @@ struct wp__timer {
 struct wp__wheel {
 	uint64_t tick;			/* every tick up to here is done */
 	size_t count;
+	struct wp__timer *pending;	/* a slot being fired or cascaded */
 	uint64_t l0_bits[(1 << WP__WHEEL_L0_BITS) / 64];
 	uint64_t ln_bits[WP__WHEEL_UPPER];
 	struct wp__timer *l0[1 << WP__WHEEL_L0_BITS];
@@ -160,6 +161,7 @@ struct wp__worker {
 	struct wp_handle *releasing;
 	uint64_t spin_ns;
 	uint64_t idle_avg;		/* recent idle gaps, for spinning */
+	unsigned idle_probe;
 	uint64_t next_due;		/* the wheel's next fire; 0 for none */
 	struct wp__timer *firing;	/* the timer whose callback runs */
 	struct wp__wheel wheel;

@@ -16,6 +16,7 @@
 /* Adaptive spinning polls for at most SPIN_MAX, at least SPIN_MIN. */
 #define WP__SPIN_MAX_NS 50000
 #define WP__SPIN_MIN_NS 2000
+#define WP__SPIN_PROBE 32
 #define WP__BATCH 64
 #define WP__CHUNK_HANDLES 256
 
@@ -288,13 +289,22 @@ static void worker_sleep(struct wp__worker *w)
  * polling a little longer than the typical gap saves the sleep and the
  * wake-up system calls; when gaps are long, polling would only burn the
  * CPU, so the worker sleeps at once.
+ *
+ * A gap measured across a sleep includes the wake-up's own latency, which
+ * can keep the average high even once work comes back quickly; so every
+ * WP__SPIN_PROBE-th idle period polls anyway, as a probe.
  */
-static uint64_t spin_budget(const struct wp__worker *w)
+static uint64_t spin_budget(struct wp__worker *w, bool *probe)
 {
+	*probe = false;
 	if (w->spin_ns != WP_SPIN_ADAPTIVE)
 		return w->spin_ns;
-	if (w->idle_avg > WP__SPIN_MAX_NS / 2)
-		return 0;
+	if (w->idle_avg > WP__SPIN_MAX_NS / 2) {
+		if (++w->idle_probe % WP__SPIN_PROBE)
+			return 0;
+		*probe = true;
+		return WP__SPIN_MAX_NS / 2;
+	}
 	return w->idle_avg * 4 + WP__SPIN_MIN_NS < WP__SPIN_MAX_NS ?
 	       w->idle_avg * 4 + WP__SPIN_MIN_NS : WP__SPIN_MAX_NS;
 }
@@ -319,15 +329,21 @@ static bool worker_spin(struct wp__worker *w, uint64_t start,
 static void worker_idle(struct wp__worker *w)
 {
 	uint64_t start = wp__now_ns(), gap;
+	bool probe, found;
 
-	if (!worker_spin(w, start, spin_budget(w)))
+	found = worker_spin(w, start, spin_budget(w, &probe));
+	if (!found)
 		worker_sleep(w);
 
-	/* An average of the last few gaps, with long ones clamped. */
+	/* An average of the last few gaps, with long ones clamped; a probe
+	 * that found work shows what the gaps really are. */
 	gap = wp__now_ns() - start;
 	if (gap > WP__SPIN_MAX_NS * 4)
 		gap = WP__SPIN_MAX_NS * 4;
-	w->idle_avg = (w->idle_avg * 7 + gap) / 8;
+	if (probe && found)
+		w->idle_avg = gap;
+	else
+		w->idle_avg = (w->idle_avg * 7 + gap) / 8;
 }
 
 static void worker_pin(struct wp__worker *w)
