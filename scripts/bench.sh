@@ -23,7 +23,8 @@ pingpong|-mode pingpong -events 200000|
 latency|-mode latency -events 20000 -seconds 2|
 latency:spin|-mode latency -events 20000 -seconds 2|-workers 1 -spin forever
 churn|-mode churn -events 200000|
-memory|-mode memory -handles 1000000|'
+memory|-mode memory -handles 1000000|
+timers|-mode timers -handles 100000 -seconds 3|'
 
 # Figures shown, and which way is better; other keys describe the run.
 # shellcheck disable=SC2016
