@@ -43,7 +43,7 @@ TEST_HDRS := $(wildcard tests/*.h)
 STATIC := $(BUILD)/libworkerpool.a
 SHARED := $(BUILD)/libworkerpool.so.$(VERSION)
 
-.PHONY: all check demo install clean deps
+.PHONY: all check demo install clean deps FORCE
 all: $(STATIC) $(SHARED) $(BUILD)/workerpool.pc
 
 deps $(DEPS_OK):
@@ -64,7 +64,13 @@ $(SHARED): $(OBJS) src/workerpool.map
 	ln -sf libworkerpool.so.$(VERSION) $(BUILD)/libworkerpool.so.$(SOVERSION)
 	ln -sf libworkerpool.so.$(VERSION) $(BUILD)/libworkerpool.so
 
-$(BUILD)/workerpool.pc: workerpool.pc.in Makefile
+# Rewritten whenever the install paths differ from the last build's.
+PC_PATHS := $(PREFIX):$(LIBDIR):$(INCLUDEDIR)
+$(BUILD)/.pc-paths: FORCE
+	@mkdir -p $(dir $@)
+	@[ "$$(cat $@ 2>/dev/null)" = "$(PC_PATHS)" ] || echo "$(PC_PATHS)" > $@
+
+$(BUILD)/workerpool.pc: workerpool.pc.in Makefile $(BUILD)/.pc-paths
 	@mkdir -p $(dir $@)
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
 	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
