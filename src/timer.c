@@ -326,8 +326,12 @@ unsigned wp__timers_run(struct wp__worker *w)
 		wh->tick = tick;
 		wheel_cascade(wh, tick);
 		slot_take(wh, tick & (L0_SIZE - 1));
-		for (; (t = pending_pop(wh)); n++)
+		/* A callback may run long: the next fire's lateness, and so
+		 * its missed periods, are counted from a fresh clock. */
+		for (; (t = pending_pop(wh)); n++) {
 			timer_fire(w, t, now);
+			now = wp__now_ns();
+		}
 	}
 	if (wh->tick < last)
 		wh->tick = last;
