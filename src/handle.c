@@ -40,7 +40,8 @@ static void exit_taken(int err, void *arg)
 
 bool wp__handle_valid(const struct wp_handle *h)
 {
-	return h && h->magic == WP__HANDLE_MAGIC;
+	return h && atomic_load_explicit(&h->magic, memory_order_relaxed) ==
+		    WP__HANDLE_MAGIC;
 }
 
 static unsigned handle_phase(const struct wp_handle *h)
@@ -273,7 +274,7 @@ void wp__handle_ctl(struct wp__worker *w, struct wp_handle *h)
 	 * let in lies below the tail read now (see the top of this file).
 	 */
 	if (what & WP__CTL_CLOSE) {
-		h->close_at = atomic_load(&w->q.tail);
+		h->at = atomic_load(&w->q.tail);
 		h->link = w->closing;
 		w->closing = h;
 	}
@@ -282,7 +283,7 @@ void wp__handle_ctl(struct wp__worker *w, struct wp_handle *h)
 		if (list_remove(&w->closing, h))
 			atomic_fetch_sub(&h->wref, 1);
 		wp__timers_discard(w, h);
-		h->free_at = atomic_load(&w->q.tail);
+		h->at = atomic_load(&w->q.tail);
 		h->link = w->releasing;
 		w->releasing = h;
 	}
@@ -309,7 +310,7 @@ static bool close_step(struct wp__worker *w, struct wp_handle *h,
 		wp__worker_kick(w);
 		return true;
 	}
-	if (h->close_at > done)
+	if (h->at > done)
 		return false;
 
 	atomic_fetch_sub(&h->wref, 1);
@@ -323,7 +324,7 @@ static bool release_step(struct wp__worker *w, struct wp_handle *h,
 {
 	(void)w;
 	if (atomic_load(&h->users) || atomic_load(&h->wref) ||
-	    h->free_at > done)
+	    h->at > done)
 		return false;
 	wp__handle_release(h);
 	return true;

@@ -188,33 +188,40 @@ struct wp__worker {
 #define WP__GEN_ONE 8ull
 #define WP__GEN_MASK 0xfffffff8ull
 
+/*
+ * A handle: 112 bytes, none of them written by adds, so producers and the
+ * worker only ever share it read-only on the event path.
+ */
 struct wp_handle {
-	/* Calls other than adds in progress, on their own cache line. */
-	WP__ALIGNED _Atomic uint64_t users;
-	_Atomic(wp_exit_fn) exit_fn;
-	void *exit_arg;
-	uint64_t close_at;	/* worker only: queue position to drain */
-	uint64_t free_at;	/* worker only: queue position to pass */
-	struct wp_handle *link;	/* worker lists and the pool's free list */
-	_Atomic int efd;
-	uint32_t magic;
-	/* A timer set from another thread, waiting for the worker. */
-	_Atomic(struct wp__timer *) timer_next;
-
-	/* Read by the worker for every event. */
-	WP__ALIGNED wp_event_fn fn;
+	/* Read for every event, by the add and by the worker. */
+	wp_event_fn fn;
 	void *arg;
 	struct wp__worker *w;
 	_Atomic uint64_t state;
+
+	_Atomic(wp_exit_fn) exit_fn;
+	void *exit_arg;
+	struct wp_handle *ctl_next;
+	struct wp_handle *link;	/* worker lists and the pool's free list */
+	/* Worker only: the queue position to drain (closing) or to pass
+	 * (releasing); a handle being released no longer closes. */
+	uint64_t at;
+	struct wp__timer *timer;	/* worker only: the installed timer */
+	/* A timer set from another thread, waiting for the worker. */
+	_Atomic(struct wp__timer *) timer_next;
+
+	_Atomic uint32_t users;		/* calls other than adds running */
 	_Atomic uint32_t ctl;
 	/* Pending control requests the worker has not finished. */
 	_Atomic uint32_t wref;
 	/* Set once no callback of the handle will run again. */
 	_Atomic uint32_t finished;
-	uint32_t alloc;		/* in use; under the pool lock */
-	struct wp_handle *ctl_next;
-	struct wp__timer *timer;	/* worker only: the installed timer */
+	_Atomic int efd;
+	/* WP__HANDLE_MAGIC while registered; written under the pool lock. */
+	_Atomic uint32_t magic;
 };
+
+_Static_assert(sizeof(struct wp_handle) == 112, "a handle is 112 bytes");
 
 enum wp__pool_state {
 	WP__POOL_NEW,

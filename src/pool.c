@@ -25,7 +25,7 @@
 
 _Thread_local struct wp__worker *wp__self;
 
-/* Handles are carved from chunks so that each costs two cache lines. */
+/* Handles are carved from chunks, with no per-handle allocator cost. */
 struct wp__chunk {
 	struct wp__chunk *next;
 	struct wp_handle h[WP__CHUNK_HANDLES];
@@ -412,10 +412,9 @@ struct wp_handle *wp__handle_alloc(wp_pool *pool)
 	int i;
 
 	if (!pool->free_handles) {
-		c = wp__aligned_alloc(WP__CACHELINE, sizeof(*c));
+		c = wp__calloc(1, sizeof(*c));
 		if (!c)
 			return NULL;
-		memset(c, 0, sizeof(*c));
 		c->next = pool->chunks;
 		pool->chunks = c;
 		for (i = WP__CHUNK_HANDLES - 1; i >= 0; i--) {
@@ -428,6 +427,13 @@ struct wp_handle *wp__handle_alloc(wp_pool *pool)
 	return h;
 }
 
+/* Registered, not yet released; under the pool lock. */
+static bool handle_live(const struct wp_handle *h)
+{
+	return atomic_load_explicit(&h->magic, memory_order_relaxed) ==
+	       WP__HANDLE_MAGIC;
+}
+
 /* Returns a handle nothing refers to any more to its pool. */
 void wp__handle_release(struct wp_handle *h)
 {
@@ -436,10 +442,8 @@ void wp__handle_release(struct wp_handle *h)
 
 	if (fd >= 0)
 		close(fd);
-	h->magic = 0;
-
 	pthread_mutex_lock(&pool->lock);
-	h->alloc = 0;
+	atomic_store_explicit(&h->magic, 0, memory_order_relaxed);
 	h->link = pool->free_handles;
 	pool->free_handles = h;
 	pthread_mutex_unlock(&pool->lock);
@@ -711,7 +715,7 @@ static void pool_exit_handles(wp_pool *pool)
 	for (c = pool->chunks; c; c = c->next) {
 		for (i = 0; i < WP__CHUNK_HANDLES; i++) {
 			h = &c->h[i];
-			if (h->alloc && wp__handle_exit(h, -ESHUTDOWN))
+			if (handle_live(h) && wp__handle_exit(h, -ESHUTDOWN))
 				wp__handle_push(h, WP__CTL_EXIT);
 		}
 	}
@@ -736,7 +740,7 @@ static struct wp_handle *pool_unfinished(wp_pool *pool)
 	for (c = pool->chunks; c && !found; c = c->next) {
 		for (i = 0; i < WP__CHUNK_HANDLES && !found; i++) {
 			h = &c->h[i];
-			if (h->alloc && !handle_finished(h))
+			if (handle_live(h) && !handle_finished(h))
 				found = h;
 		}
 	}
@@ -832,7 +836,7 @@ void wp_pool_destroy(wp_pool *pool)
 		pool->chunks = c->next;
 		for (i = 0; i < WP__CHUNK_HANDLES; i++) {
 			fd = atomic_load(&c->h[i].efd);
-			if (c->h[i].alloc && fd >= 0)
+			if (handle_live(&c->h[i]) && fd >= 0)
 				close(fd);
 		}
 		free(c);
@@ -871,8 +875,7 @@ int wp_pool_register(wp_pool *pool, wp_event_fn fn, void *arg,
 	atomic_store_explicit(&h->users, 0, memory_order_relaxed);
 	atomic_store_explicit(&h->exit_fn, NULL, memory_order_relaxed);
 	h->exit_arg = NULL;
-	h->close_at = 0;
-	h->free_at = 0;
+	h->at = 0;
 	h->link = NULL;
 	atomic_store_explicit(&h->efd, -1, memory_order_relaxed);
 	h->fn = fn;
@@ -882,8 +885,8 @@ int wp_pool_register(wp_pool *pool, wp_event_fn fn, void *arg,
 	atomic_store_explicit(&h->wref, 0, memory_order_relaxed);
 	atomic_store_explicit(&h->finished, 0, memory_order_relaxed);
 	h->ctl_next = NULL;
-	h->alloc = 1;
-	h->magic = WP__HANDLE_MAGIC;
+	atomic_store_explicit(&h->magic, WP__HANDLE_MAGIC,
+			      memory_order_relaxed);
 	/* A new generation: adds still in flight on the old one step back. */
 	atomic_store(&h->state, ((atomic_load(&h->state) & WP__GEN_MASK) +
 				 WP__GEN_ONE) & WP__GEN_MASK);
