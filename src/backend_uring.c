@@ -286,7 +286,8 @@ static void uring_wake(struct wp__worker *self, struct wp__worker *to)
 	struct io_uring_sqe *sqe;
 
 	/* Only the ring's own thread may submit on it. */
-	if (!s || !s->msg_ring || !pthread_equal(self->thread, pthread_self())) {
+	if (!s || !s->msg_ring ||
+	    !pthread_equal(self->thread, pthread_self())) {
 		if (wake_mode() != WAKE_MSG_RING || !wake_blind(t))
 			eventfd_write(to->doorbell, 1);
 		return;

@@ -71,7 +71,7 @@ struct wp__timer {
 	struct wp__timer *next;
 	struct wp__timer **pprev;	/* NULL while not in the wheel */
 	unsigned slot;			/* index of its slot in the wheel */
-	uint64_t due;			/* CLOCK_MONOTONIC ns of the next fire */
+	uint64_t due;			/* CLOCK_MONOTONIC ns, next fire */
 	uint64_t interval;
 	uint64_t missed;		/* periods coalesced into this fire */
 	wp_timer_fn fn;

@@ -194,7 +194,8 @@ static uint64_t wheel_next(const struct wp__wheel *wh)
 	unsigned k, from;
 	int d;
 
-	d = l0_distance(wh->l0_bits, (unsigned)((wh->tick + 1) & (L0_SIZE - 1)));
+	d = l0_distance(wh->l0_bits,
+			(unsigned)((wh->tick + 1) & (L0_SIZE - 1)));
 	if (d >= 0)
 		best = wh->tick + 1 + (unsigned)d;
 
