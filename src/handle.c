@@ -117,7 +117,13 @@ void wp__handle_push(struct wp_handle *h, uint32_t what)
 {
 	struct wp__worker *w = h->w;
 	struct wp_handle *top;
+	uint32_t old;
 
+	/*
+	 * Each pending bit holds one reference, taken before the worker can
+	 * see the bit; a request merged into one already pending gives its
+	 * reference back.
+	 */
 	if (what != WP__CTL_FREE)
 		atomic_fetch_add(&h->wref, 1);
 
@@ -126,7 +132,10 @@ void wp__handle_push(struct wp_handle *h, uint32_t what)
 	 * The acquire orders this push after the worker's exchange that
 	 * emptied the bits, and with it its read of ctl_next.
 	 */
-	if (atomic_fetch_or_explicit(&h->ctl, what, memory_order_acq_rel))
+	old = atomic_fetch_or_explicit(&h->ctl, what, memory_order_acq_rel);
+	if ((old & what) && what != WP__CTL_FREE)
+		atomic_fetch_sub(&h->wref, 1);
+	if (old)
 		return;
 
 	/* Sequentially consistent, as wp__worker_wake() requires. */

@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -314,10 +315,34 @@ static void update_next_due(struct wp__worker *w)
 	w->next_due = tick == UINT64_MAX ? 0 : tick << TICK_SHIFT;
 }
 
+static uint64_t coarse_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * The clock for the next fire. A callback may run long, and the fires
+ * after it must count their missed periods from a true clock; the coarse
+ * clock (a few nanoseconds to read, a few milliseconds of resolution)
+ * tells whether it moved, so the precise one is read only then.
+ */
+static uint64_t clock_after_callback(uint64_t now, uint64_t *coarse)
+{
+	uint64_t c = coarse_now_ns();
+
+	if (c == *coarse)
+		return now;
+	*coarse = c;
+	return wp__now_ns();
+}
+
 unsigned wp__timers_run(struct wp__worker *w)
 {
 	struct wp__wheel *wh = &w->wheel;
-	uint64_t now = wp__now_ns();
+	uint64_t now = wp__now_ns(), coarse = coarse_now_ns();
 	uint64_t last = now >> TICK_SHIFT;
 	struct wp__timer *t;
 	uint64_t tick;
@@ -327,11 +352,9 @@ unsigned wp__timers_run(struct wp__worker *w)
 		wh->tick = tick;
 		wheel_cascade(wh, tick);
 		slot_take(wh, tick & (L0_SIZE - 1));
-		/* A callback may run long: the next fire's lateness, and so
-		 * its missed periods, are counted from a fresh clock. */
 		for (; (t = pending_pop(wh)); n++) {
 			timer_fire(w, t, now);
-			now = wp__now_ns();
+			now = clock_after_callback(now, &coarse);
 		}
 	}
 	if (wh->tick < last)
