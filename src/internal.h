@@ -80,7 +80,7 @@ struct wp__timer {
 	struct wp_handle *h;
 };
 
-#define WP__WHEEL_L0_BITS 8
+#define WP__WHEEL_L0_BITS 9
 #define WP__WHEEL_LN_BITS 6
 #define WP__WHEEL_UPPER 5
 
@@ -93,6 +93,9 @@ struct wp__wheel {
 	uint64_t tick;			/* every tick up to here is done */
 	size_t count;
 	struct wp__timer *pending;	/* a slot being fired or cascaded */
+	/* Installed timers per floor(log2(interval)), and which are non-0. */
+	uint32_t classes[64];
+	uint64_t class_bits;
 	uint64_t l0_bits[(1 << WP__WHEEL_L0_BITS) / 64];
 	uint64_t ln_bits[WP__WHEEL_UPPER];
 	struct wp__timer *l0[1 << WP__WHEEL_L0_BITS];
@@ -283,6 +286,7 @@ void wp__timers_apply(struct wp__worker *w, struct wp_handle *h);
 void wp__timers_drop(struct wp__worker *w, struct wp_handle *h);
 void wp__timers_discard(struct wp__worker *w, struct wp_handle *h);
 void wp__timers_clear(struct wp__worker *w);
+uint64_t wp__timers_slack(const struct wp__worker *w);
 
 /* handle.c */
 bool wp__handle_valid(const struct wp_handle *h);

@@ -258,6 +258,8 @@ static void worker_sleep(struct wp__worker *w)
 {
 	uint64_t deadline = w->next_due, poll;
 
+	if (deadline)
+		deadline += wp__timers_slack(w);
 	/*
 	 * Announce the sleep, then look once more: a producer that
 	 * published before this store is seen by the look, and one that
