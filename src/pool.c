@@ -13,9 +13,13 @@
 #include "internal.h"
 
 #define WP__DEFAULT_CAPACITY 4096
-/* Adaptive spinning polls for at most SPIN_MAX, at least SPIN_MIN. */
-#define WP__SPIN_MAX_NS 50000
-#define WP__SPIN_MIN_NS 2000
+/*
+ * Adaptive spinning polls for at most SPIN_MAX, at least SPIN_MIN. Kept
+ * short: at 50 us between events a longer poll would find work often
+ * enough to keep polling, at the cost of a whole core.
+ */
+#define WP__SPIN_MAX_NS 10000
+#define WP__SPIN_MIN_NS 1000
 #define WP__SPIN_PROBE 32
 #define WP__BATCH 64
 #define WP__CHUNK_HANDLES 256
