@@ -19,6 +19,7 @@
 #include "internal.h"
 
 #define TICK_SHIFT 18
+#define WP__TIMER_SLACK_NS 250000
 #define L0_BITS WP__WHEEL_L0_BITS
 #define LN_BITS WP__WHEEL_LN_BITS
 #define L0_SIZE (1u << L0_BITS)
@@ -270,10 +271,10 @@ static void timer_unhook(struct wp__worker *w, struct wp__timer *t)
 }
 
 /*
- * How late the worker may wake for a due tick: 1/64 of the shortest
- * period installed, at most 1 ms. Waking once per millisecond instead of
- * once per tick saves most wake-ups when many long timers are spread
- * over time, and costs a 100 ms timer 1 % of its period at most.
+ * How late the worker may wake for a due tick: 1/128 of the shortest
+ * period installed, at most WP__TIMER_SLACK_NS. When many long timers are
+ * spread over time, waking every half millisecond instead of every tick
+ * halves the wake-ups, for a lateness of well under 1 % of a period.
  */
 uint64_t wp__timers_slack(const struct wp__worker *w)
 {
@@ -282,7 +283,8 @@ uint64_t wp__timers_slack(const struct wp__worker *w)
 	if (!w->wheel.class_bits)
 		return 0;
 	shortest = 1ull << __builtin_ctzll(w->wheel.class_bits);
-	return shortest / 64 < 1000000 ? shortest / 64 : 1000000;
+	return shortest / 128 < WP__TIMER_SLACK_NS ? shortest / 128 :
+	       WP__TIMER_SLACK_NS;
 }
 
 static void timer_free(struct wp__timer *t)
