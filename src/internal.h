@@ -80,7 +80,7 @@ struct wp__timer {
 	struct wp_handle *h;
 };
 
-#define WP__WHEEL_L0_BITS 9
+#define WP__WHEEL_L0_BITS 10
 #define WP__WHEEL_LN_BITS 6
 #define WP__WHEEL_UPPER 5
 

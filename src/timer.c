@@ -5,12 +5,12 @@
  * the same whatever the number of timers, and the worker sleeps until the
  * next due tick without waking on a fixed clock.
  *
- * A tick is 2^18 ns (about 0.26 ms). A timer due at time d sits at tick
+ * A tick is 2^17 ns (about 0.13 ms). A timer due at time d sits at tick
  * ceil(d / tick), so it never fires early and at most one tick late, plus
- * the wake-up latency. Level 0 covers the next 512 ticks (134 ms) one slot
- * each, so common periods up to 100 ms never leave it; each of the 5 upper
- * levels has 64 slots, each a whole lap of the level below, and a slot is
- * re-sorted ("cascaded") downwards when its lap begins.
+ * the wake-up latency. Level 0 covers the next 1024 ticks (134 ms) one
+ * slot each, so common periods up to 100 ms never leave it; each of the 5
+ * upper levels has 64 slots, each a whole lap of the level below, and a
+ * slot is re-sorted ("cascaded") downwards when its lap begins.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -18,7 +18,7 @@
 
 #include "internal.h"
 
-#define TICK_SHIFT 18
+#define TICK_SHIFT 17
 #define WP__TIMER_SLACK_NS 250000
 #define L0_BITS WP__WHEEL_L0_BITS
 #define LN_BITS WP__WHEEL_LN_BITS
