@@ -128,7 +128,10 @@ struct wp_pool_options {
 	size_t ncpus;
 };
 
-/* Fills *opt with the defaults. */
+/*
+ * Fills *opt with the defaults: one worker per online CPU, 4096 queued
+ * items per worker, WP_BACKEND_AUTO, WP_SPIN_ADAPTIVE, no pinning.
+ */
 WP_API void wp_pool_options_init(struct wp_pool_options *opt);
 
 /*
@@ -195,7 +198,8 @@ WP_API wp_ctx *wp_pool_ctx(wp_pool *pool);
 /*
  * Runs fn(arg) once on some worker, unordered with respect to everything
  * else. Blocks while that worker's queue is full, until space frees or
- * ctx (may be NULL: wait as long as needed) ends.
+ * ctx (may be NULL: wait as long as needed) ends. A task still queued
+ * when the pool stops does not run.
  *
  * Returns 0, -EINVAL, -ESHUTDOWN (pool stopped), -EDEADLK (from a worker
  * whose own queue is full), or the error of ctx.
@@ -253,9 +257,11 @@ WP_API int wp_handle_add_events(wp_handle *h, wp_ctx *ctx,
 
 /*
  * Sets the callback that runs once, on the worker, when the handle exits.
- * Returns 0, -EINVAL, or -ECANCELED if the handle has already exited (the
- * callback is then not installed). Not to be called concurrently with
- * itself on the same handle.
+ * (An exit while no worker runs, before wp_pool_start() or after the pool
+ * stopped, runs it on the thread that caused the exit.) Returns 0,
+ * -EINVAL, or -ECANCELED if the handle has already exited (the callback is
+ * then not installed). Not to be called concurrently with itself on the
+ * same handle.
  */
 WP_API int wp_handle_on_exit(wp_handle *h, wp_exit_fn fn, void *arg);
 
@@ -267,7 +273,9 @@ WP_API int wp_handle_on_exit(wp_handle *h, wp_exit_fn fn, void *arg);
  *
  * Called from inside one of the handle's own callbacks it returns at once:
  * no event runs after the current callback, and the exit callback runs
- * right after it returns.
+ * right after it returns. Blocks otherwise (briefly: at most until the
+ * running callback returns, plus a round trip to the worker when an exit
+ * callback is set).
  */
 WP_API void wp_handle_unregister(wp_handle *h);
 
