@@ -253,6 +253,34 @@ static inline void wp_test_join(pthread_t t)
 	ck_assert_int_eq(pthread_join(t, NULL), 0);
 }
 
+/*
+ * Checks that a handle's callbacks run one at a time and all on one
+ * thread: each callback calls enter first and leave last.
+ */
+struct wp_test_bound {
+	atomic_int inside;
+	atomic_int overlaps;
+	atomic_int wrong_thread;
+	_Atomic unsigned long thread;
+};
+
+static inline void wp_test_bound_enter(struct wp_test_bound *b)
+{
+	unsigned long self = (unsigned long)pthread_self();
+	unsigned long first = 0;
+
+	if (atomic_exchange(&b->inside, 1))
+		atomic_fetch_add(&b->overlaps, 1);
+	if (!atomic_compare_exchange_strong(&b->thread, &first, self) &&
+	    first != self)
+		atomic_fetch_add(&b->wrong_thread, 1);
+}
+
+static inline void wp_test_bound_leave(struct wp_test_bound *b)
+{
+	atomic_store(&b->inside, 0);
+}
+
 /* Runs the suite and returns the process exit status. */
 static inline int wp_test_run(Suite *s)
 {

@@ -10,30 +10,10 @@
 /* A handle's callbacks all run on one worker, one at a time. */
 
 struct bound {
-	atomic_int inside;
-	atomic_int overlaps;
-	atomic_int wrong_thread;
+	struct wp_test_bound one;
 	atomic_int calls;
 	atomic_int exits;
-	_Atomic unsigned long thread;
 };
-
-static void bound_enter(struct bound *b)
-{
-	unsigned long self = (unsigned long)pthread_self();
-	unsigned long first = 0;
-
-	if (atomic_exchange(&b->inside, 1))
-		atomic_fetch_add(&b->overlaps, 1);
-	if (!atomic_compare_exchange_strong(&b->thread, &first, self) &&
-	    first != self)
-		atomic_fetch_add(&b->wrong_thread, 1);
-}
-
-static void bound_leave(struct bound *b)
-{
-	atomic_store(&b->inside, 0);
-}
 
 static int bound_event(wp_ctx *ctx, void *event, void *arg)
 {
@@ -41,10 +21,10 @@ static int bound_event(wp_ctx *ctx, void *event, void *arg)
 
 	(void)ctx;
 	(void)event;
-	bound_enter(b);
+	wp_test_bound_enter(&b->one);
 	sched_yield();
 	atomic_fetch_add(&b->calls, 1);
-	bound_leave(b);
+	wp_test_bound_leave(&b->one);
 	return 0;
 }
 
@@ -53,9 +33,9 @@ static void bound_exit(int err, void *arg)
 	struct bound *b = arg;
 
 	(void)err;
-	bound_enter(b);
+	wp_test_bound_enter(&b->one);
 	atomic_fetch_add(&b->exits, 1);
-	bound_leave(b);
+	wp_test_bound_leave(&b->one);
 }
 
 enum { BOUND_HANDLES = 6, BOUND_PRODUCERS = 3, BOUND_EVENTS = 300 };
@@ -105,9 +85,9 @@ START_TEST(callbacks_of_a_handle_never_overlap_and_stay_on_its_worker)
 		ck_assert_int_eq(atomic_load(&b[k].calls),
 				 BOUND_PRODUCERS * BOUND_EVENTS);
 		ck_assert_int_eq(atomic_load(&b[k].exits), 1);
-		ck_assert_int_eq(atomic_load(&b[k].overlaps), 0);
-		ck_assert_int_eq(atomic_load(&b[k].wrong_thread), 0);
-		ck_assert(atomic_load(&b[k].thread) !=
+		ck_assert_int_eq(atomic_load(&b[k].one.overlaps), 0);
+		ck_assert_int_eq(atomic_load(&b[k].one.wrong_thread), 0);
+		ck_assert(atomic_load(&b[k].one.thread) !=
 			  (unsigned long)pthread_self());
 	}
 	wp_pool_destroy(pool);

@@ -949,31 +949,11 @@ END_TEST
 /* Every callback of a handle checks in and out here. */
 struct bound {
 	wp_handle *h;
-	atomic_int inside;
-	atomic_int overlaps;
-	atomic_int wrong_thread;
+	struct wp_test_bound one;
 	atomic_int events;
 	atomic_int fires;
 	atomic_int missed_in_event;
-	_Atomic unsigned long thread;
 };
-
-static void bound_enter(struct bound *b)
-{
-	unsigned long self = (unsigned long)pthread_self();
-	unsigned long first = 0;
-
-	if (atomic_exchange(&b->inside, 1))
-		atomic_fetch_add(&b->overlaps, 1);
-	if (!atomic_compare_exchange_strong(&b->thread, &first, self) &&
-	    first != self)
-		atomic_fetch_add(&b->wrong_thread, 1);
-}
-
-static void bound_leave(struct bound *b)
-{
-	atomic_store(&b->inside, 0);
-}
 
 static int bound_event(wp_ctx *ctx, void *event, void *arg)
 {
@@ -981,12 +961,12 @@ static int bound_event(wp_ctx *ctx, void *event, void *arg)
 
 	(void)ctx;
 	(void)event;
-	bound_enter(b);
+	wp_test_bound_enter(&b->one);
 	if (wp_handle_timer_missed(b->h))
 		atomic_fetch_add(&b->missed_in_event, 1);
 	sched_yield();
 	atomic_fetch_add(&b->events, 1);
-	bound_leave(b);
+	wp_test_bound_leave(&b->one);
 	return 0;
 }
 
@@ -995,10 +975,10 @@ static int bound_tick(wp_ctx *ctx, void *arg)
 	struct bound *b = arg;
 
 	(void)ctx;
-	bound_enter(b);
+	wp_test_bound_enter(&b->one);
 	sched_yield();
 	atomic_fetch_add(&b->fires, 1);
-	bound_leave(b);
+	wp_test_bound_leave(&b->one);
 	return 0;
 }
 
@@ -1043,10 +1023,10 @@ START_TEST(a_timer_never_overlaps_events_and_stays_on_its_worker)
 	for (k = 0; k < BOUND_HANDLES; k++) {
 		ck_assert_int_eq(atomic_load(&b[k].events), BOUND_EVENTS);
 		ck_assert_int_ge(atomic_load(&b[k].fires), 10);
-		ck_assert_int_eq(atomic_load(&b[k].overlaps), 0);
-		ck_assert_int_eq(atomic_load(&b[k].wrong_thread), 0);
+		ck_assert_int_eq(atomic_load(&b[k].one.overlaps), 0);
+		ck_assert_int_eq(atomic_load(&b[k].one.wrong_thread), 0);
 		ck_assert_int_eq(atomic_load(&b[k].missed_in_event), 0);
-		ck_assert(atomic_load(&b[k].thread) !=
+		ck_assert(atomic_load(&b[k].one.thread) !=
 			  (unsigned long)pthread_self());
 	}
 }
@@ -1063,14 +1043,14 @@ START_TEST(a_timer_runs_on_the_thread_that_runs_its_handles_events)
 	ck_assert_int_eq(wp_handle_set_timer(b.h, NULL, MS, bound_tick, &b),
 			 0);
 	ck_assert(wp_test_wait_atleast(&b.fires, 1));
-	ck_assert(pthread_equal((pthread_t)atomic_load(&b.thread), worker));
+	ck_assert(pthread_equal((pthread_t)atomic_load(&b.one.thread), worker));
 	ck_assert_int_eq(wp_handle_add_event(b.h, NULL, NULL), 0);
 	ck_assert(wp_test_wait_atleast(&b.events, 1));
 	ck_assert(wp_test_wait_atleast(&b.fires, 5));
 
 	wp_pool_destroy(pool);
-	ck_assert_int_eq(atomic_load(&b.wrong_thread), 0);
-	ck_assert_int_eq(atomic_load(&b.overlaps), 0);
+	ck_assert_int_eq(atomic_load(&b.one.wrong_thread), 0);
+	ck_assert_int_eq(atomic_load(&b.one.overlaps), 0);
 }
 END_TEST
 
