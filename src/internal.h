@@ -258,7 +258,12 @@ struct wp_pool {
 	pthread_mutex_t stop_lock;
 };
 
-extern _Thread_local struct wp__worker *wp__self;
+/*
+ * The worker the calling thread is, or NULL. Initial-exec: read on hot
+ * paths, it must not cost a __tls_get_addr call in the shared library.
+ */
+extern _Thread_local struct wp__worker *wp__self
+	__attribute__((tls_model("initial-exec")));
 
 /* fault.c: injected failures for the tests (see there). */
 bool wp__fault(void);
