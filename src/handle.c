@@ -102,13 +102,18 @@ void wp__handle_run_exit(struct wp_handle *h)
 	struct wp__worker *w = h->w;
 	wp_exit_fn fn;
 
+	/* Only the worker owns the wheel; elsewhere none runs any more. */
+	if (wp__self == w)
+		wp__timers_drop(w, h);
+
 	/* Acquire: pairs with on_exit's release, so exit_arg is current. */
 	fn = atomic_exchange(&h->exit_fn, exit_taken);
 	if (fn)
 		fn(code, h->exit_arg);
 
 	/* The last touch of the handle here: it may be freed right after. */
-	atomic_store_explicit(&h->finished, 1, memory_order_release);
+	atomic_fetch_or_explicit(&h->flags, WP__H_FINISHED,
+				 memory_order_release);
 	wp__worker_kick(w);
 }
 
@@ -179,9 +184,7 @@ static bool not_running(void *arg)
 
 static bool finished(void *arg)
 {
-	struct wp_handle *h = arg;
-
-	return atomic_load_explicit(&h->finished, memory_order_acquire);
+	return wp__handle_finished(arg);
 }
 
 /* Exits h with -ECANCELED and waits for its callbacks, where possible. */
@@ -206,10 +209,18 @@ static void handle_unregister(struct wp_handle *h)
 		return;
 	}
 
-	/* No exit callback: no need to involve the worker at all. */
-	if (atomic_compare_exchange_strong(&h->exit_fn, &none, exit_taken)) {
+	/*
+	 * No exit callback and no timer: no need to involve the worker at
+	 * all. A timer is dropped by the worker as the handle exits, so its
+	 * fires need not look at the handle; the worker sets WP__H_TIMER
+	 * before it reads the state, this thread changed the state before
+	 * reading the flag, so one of the two sees the other.
+	 */
+	if (!(atomic_load(&h->flags) & WP__H_TIMER) &&
+	    atomic_compare_exchange_strong(&h->exit_fn, &none, exit_taken)) {
 		wp__worker_wait(w, NULL, not_running, h);
-		atomic_store_explicit(&h->finished, 1, memory_order_release);
+		atomic_fetch_or_explicit(&h->flags, WP__H_FINISHED,
+					 memory_order_release);
 		wp__worker_kick(w);
 		return;
 	}

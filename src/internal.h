@@ -191,6 +191,10 @@ struct wp__worker {
 #define WP__GEN_ONE 8ull
 #define WP__GEN_MASK 0xfffffff8ull
 
+/* wp_handle.flags */
+#define WP__H_FINISHED 1u	/* no callback of the handle will run again */
+#define WP__H_TIMER 2u		/* the worker has a timer of it installed */
+
 /*
  * A handle: 112 bytes, none of them written by adds, so producers and the
  * worker only ever share it read-only on the event path.
@@ -217,14 +221,20 @@ struct wp_handle {
 	_Atomic uint32_t ctl;
 	/* Pending control requests the worker has not finished. */
 	_Atomic uint32_t wref;
-	/* Set once no callback of the handle will run again. */
-	_Atomic uint32_t finished;
+	_Atomic uint32_t flags;		/* WP__H_* */
 	_Atomic int efd;
 	/* WP__HANDLE_MAGIC while registered; written under the pool lock. */
 	_Atomic uint32_t magic;
 };
 
 _Static_assert(sizeof(struct wp_handle) == 112, "a handle is 112 bytes");
+
+static inline bool wp__handle_finished(const struct wp_handle *h)
+{
+	/* Acquire: pairs with the release that set the bit. */
+	return atomic_load_explicit(&h->flags, memory_order_acquire) &
+	       WP__H_FINISHED;
+}
 
 enum wp__pool_state {
 	WP__POOL_NEW,

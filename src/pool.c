@@ -732,7 +732,7 @@ static bool handle_finished(void *arg)
 {
 	struct wp_handle *h = arg;
 
-	return atomic_load_explicit(&h->finished, memory_order_acquire);
+	return wp__handle_finished(h);
 }
 
 /* The first handle whose exit has not finished, or NULL. */
@@ -889,7 +889,7 @@ int wp_pool_register(wp_pool *pool, wp_event_fn fn, void *arg,
 	h->w = &pool->workers[i % pool->nworkers];
 	atomic_store_explicit(&h->ctl, 0, memory_order_relaxed);
 	atomic_store_explicit(&h->wref, 0, memory_order_relaxed);
-	atomic_store_explicit(&h->finished, 0, memory_order_relaxed);
+	atomic_store_explicit(&h->flags, 0, memory_order_relaxed);
 	h->ctl_next = NULL;
 	atomic_store_explicit(&h->magic, WP__HANDLE_MAGIC,
 			      memory_order_relaxed);

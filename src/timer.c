@@ -160,12 +160,11 @@ static struct wp__timer *pending_pop(struct wp__wheel *wh)
 	wh->count--;
 
 	/*
-	 * Firing touches each timer's handle and callback argument, usually
-	 * cold in the cache: ask for the next timer's while this one runs.
+	 * Firing touches each timer's callback argument, usually cold in the
+	 * cache: ask for the next timer's while this one runs.
 	 */
 	if (t->next) {
 		__builtin_prefetch(t->next->next);
-		__builtin_prefetch(&t->next->h->state);
 		__builtin_prefetch(t->next->arg);
 	}
 	return t;
@@ -246,8 +245,11 @@ static unsigned interval_class(const struct wp__timer *t)
 
 /*
  * An installed timer holds a reference on its handle (wref), so that the
- * handle is not reused while the wheel still points at it, and is counted
- * in its interval class, so that the worker knows its shortest period.
+ * handle is not reused while the wheel still points at it; it is counted
+ * in its interval class, so that the worker knows its shortest period;
+ * and it sets WP__H_TIMER, which makes every exit of the handle go
+ * through its worker, where wp__handle_run_exit() drops the timer. So a
+ * fire never needs to look at its handle's state.
  */
 static void timer_hook(struct wp__worker *w, struct wp_handle *h,
 		       struct wp__timer *t)
@@ -256,6 +258,8 @@ static void timer_hook(struct wp__worker *w, struct wp_handle *h,
 
 	h->timer = t;
 	atomic_fetch_add(&h->wref, 1);
+	/* Sequentially consistent: set before the caller reads the state. */
+	atomic_fetch_or(&h->flags, WP__H_TIMER);
 	if (!w->wheel.classes[c]++)
 		w->wheel.class_bits |= 1ull << c;
 }
@@ -266,6 +270,7 @@ static void timer_unhook(struct wp__worker *w, struct wp__timer *t)
 
 	if (!--w->wheel.classes[c])
 		w->wheel.class_bits &= ~(1ull << c);
+	atomic_fetch_and(&t->h->flags, ~WP__H_TIMER);
 	t->h->timer = NULL;
 	atomic_fetch_sub(&t->h->wref, 1);
 }
@@ -308,38 +313,39 @@ static void timer_call(struct wp__worker *w, struct wp__timer *t,
 	}
 	t->due += t->interval;
 
+	/*
+	 * Marks the handle as running, for an unregister from inside the
+	 * callback; no barrier is needed, since a handle with a timer exits
+	 * only through this worker (see timer_hook).
+	 */
+	atomic_store_explicit(&w->current, h, memory_order_relaxed);
 	w->firing = t;
 	rc = t->fn(t->ctx ? t->ctx : w->pool->ctx, t->arg);
-	w->firing = NULL;
-
-	/* The callback may have replaced or removed this timer. */
-	if (h->timer != t) {
-		timer_free(t);
-	} else if (!rc) {
-		wheel_insert(&w->wheel, t);
-	} else {
-		timer_unhook(w, t);
-		timer_free(t);
-	}
 	if (rc && wp__handle_exit(h, rc))
 		wp__handle_run_exit(h);
+
+	/*
+	 * A drop while firing (the callback replaced or removed the timer,
+	 * or its handle exited) clears w->firing and leaves the freeing to
+	 * here. A non-zero return whose exit another thread won leaves the
+	 * timer out of the wheel until that exit drops it.
+	 */
+	if (w->firing != t)
+		timer_free(t);
+	else if (!rc)
+		wheel_insert(&w->wheel, t);
+	w->firing = NULL;
 }
 
 static void timer_fire(struct wp__worker *w, struct wp__timer *t,
 		       uint64_t now)
 {
-	struct wp_handle *h = t->h;
-
-	/* As for events: current is published before the state is read. */
-	atomic_exchange(&w->current, h);
-	if ((atomic_load(&h->state) & WP__PHASE) == WP__EXITED ||
-	    (t->ctx && wp_ctx_done(t->ctx))) {
+	if (t->ctx && wp_ctx_done(t->ctx)) {
 		timer_unhook(w, t);
 		timer_free(t);
-	} else {
-		timer_call(w, t, now);
+		return;
 	}
-	atomic_store_explicit(&w->current, NULL, memory_order_release);
+	timer_call(w, t, now);
 }
 
 static void update_next_due(struct wp__worker *w)
@@ -391,6 +397,9 @@ unsigned wp__timers_run(struct wp__worker *w)
 			now = clock_after_callback(now, &coarse);
 		}
 	}
+	/* Events take current with a barrier again (wp__handle_run). */
+	if (n)
+		atomic_store_explicit(&w->current, NULL, memory_order_release);
 	if (wh->tick < last)
 		wh->tick = last;
 	update_next_due(w);
@@ -409,8 +418,10 @@ void wp__timers_drop(struct wp__worker *w, struct wp_handle *h)
 	if (!t)
 		return;
 	timer_unhook(w, t);
-	if (t == w->firing)
+	if (t == w->firing) {
+		w->firing = NULL;
 		return;
+	}
 	wheel_remove(&w->wheel, t);
 	timer_free(t);
 }
@@ -431,8 +442,15 @@ static void timer_install(struct wp__worker *w, struct wp_handle *h,
 	uint64_t now = wp__now_ns();
 
 	wp__timers_drop(w, h);
-	if (!t->interval || (atomic_load(&h->state) & WP__PHASE) ==
-			    WP__EXITED) {
+	if (!t->interval) {
+		timer_free(t);
+		return;
+	}
+
+	/* Hooked before the state is read: see timer_hook. */
+	timer_hook(w, h, t);
+	if ((atomic_load(&h->state) & WP__PHASE) == WP__EXITED) {
+		timer_unhook(w, t);
 		timer_free(t);
 		return;
 	}
@@ -441,7 +459,6 @@ static void timer_install(struct wp__worker *w, struct wp_handle *h,
 	if (!w->wheel.count)
 		w->wheel.tick = now >> TICK_SHIFT;
 	t->due = now + t->interval;
-	timer_hook(w, h, t);
 	wheel_insert(&w->wheel, t);
 	update_next_due(w);
 }
