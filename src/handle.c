@@ -4,7 +4,7 @@
  * every handle makes, whichever of an error, unregister, graceful
  * unregister or pool stop gets there first.
  *
- * Three facts carry the design:
+ * Four facts carry the design:
  * - The state word changes phase by compare-and-swap, so exactly one
  *   caller wins the exit and owns what follows (error fd, exit callback).
  * - The worker publishes the handle it is about to run in worker->current
