@@ -43,7 +43,7 @@ TEST_HDRS := $(wildcard tests/*.h)
 STATIC := $(BUILD)/libworkerpool.a
 SHARED := $(BUILD)/libworkerpool.so.$(VERSION)
 
-.PHONY: all check demo install clean deps FORCE
+.PHONY: all check demo examples install clean deps FORCE
 all: $(STATIC) $(SHARED) $(BUILD)/workerpool.pc
 
 deps $(DEPS_OK):
@@ -93,6 +93,9 @@ $(BUILD)/examples/%: examples/%.c $(STATIC)
 
 demo: $(BUILD)/examples/demo
 	$(BUILD)/examples/demo
+
+EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
+examples: $(EXAMPLES)
 
 install: all
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)
