@@ -44,11 +44,6 @@ bool wp__handle_valid(const struct wp_handle *h)
 		    WP__HANDLE_MAGIC;
 }
 
-static unsigned handle_phase(const struct wp_handle *h)
-{
-	return atomic_load(&h->state) & WP__PHASE;
-}
-
 static int state_code(uint64_t st)
 {
 	return (int)(uint32_t)(st >> 32);
@@ -261,7 +256,7 @@ void wp__handle_run(struct wp__worker *w, const struct wp__item *it)
 	 */
 	if (atomic_load_explicit(&w->current, memory_order_relaxed) != h)
 		atomic_exchange(&w->current, h);
-	if ((atomic_load(&h->state) & WP__PHASE) != WP__EXITED) {
+	if (!wp__handle_has_exited(h)) {
 		rc = h->fn(ctx ? ctx : w->pool->ctx, it->b, h->arg);
 		if (rc && wp__handle_exit(h, rc))
 			wp__handle_run_exit(h);
@@ -325,7 +320,7 @@ void wp__handle_ctl(struct wp__worker *w, struct wp_handle *h)
 static bool close_step(struct wp__worker *w, struct wp_handle *h,
 		       uint64_t done)
 {
-	if (handle_phase(h) == WP__EXITED) {
+	if (wp__handle_has_exited(h)) {
 		atomic_fetch_sub(&h->wref, 1);
 		wp__worker_kick(w);
 		return true;
@@ -589,7 +584,7 @@ int wp_handle_error_fd(wp_handle *h)
 	} else if (!atomic_compare_exchange_strong(&h->efd, &none, fd)) {
 		close(fd);
 		fd = none;
-	} else if (handle_phase(h) == WP__EXITED) {
+	} else if (wp__handle_has_exited(h)) {
 		/* Published before the state is read: see wp__handle_exit. */
 		eventfd_write(fd, 1);
 	}
@@ -609,7 +604,7 @@ int wp_handle_error(const wp_handle *h)
 
 bool wp_handle_exited(const wp_handle *h)
 {
-	return wp__handle_valid(h) && handle_phase(h) == WP__EXITED;
+	return wp__handle_valid(h) && wp__handle_has_exited(h);
 }
 
 /* True when nothing refers to h: it can go back to the pool at once. */

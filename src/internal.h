@@ -229,6 +229,11 @@ struct wp_handle {
 
 _Static_assert(sizeof(struct wp_handle) == 112, "a handle is 112 bytes");
 
+static inline bool wp__handle_has_exited(const struct wp_handle *h)
+{
+	return (atomic_load(&h->state) & WP__PHASE) == WP__EXITED;
+}
+
 static inline bool wp__handle_finished(const struct wp_handle *h)
 {
 	/* Acquire: pairs with the release that set the bit. */

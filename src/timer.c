@@ -449,7 +449,7 @@ static void timer_install(struct wp__worker *w, struct wp_handle *h,
 
 	/* Hooked before the state is read: see timer_hook. */
 	timer_hook(w, h, t);
-	if ((atomic_load(&h->state) & WP__PHASE) == WP__EXITED) {
+	if (wp__handle_has_exited(h)) {
 		timer_unhook(w, t);
 		timer_free(t);
 		return;
@@ -492,8 +492,7 @@ static bool timer_applied(void *arg)
 {
 	struct wp_handle *h = arg;
 
-	return !atomic_load(&h->timer_next) ||
-	       (atomic_load(&h->state) & WP__PHASE) == WP__EXITED;
+	return !atomic_load(&h->timer_next) || wp__handle_has_exited(h);
 }
 
 int wp_handle_set_timer(wp_handle *h, wp_ctx *ctx, uint64_t interval_ns,
@@ -504,7 +503,7 @@ int wp_handle_set_timer(wp_handle *h, wp_ctx *ctx, uint64_t interval_ns,
 	if (!wp__handle_valid(h) || (interval_ns && !fn) ||
 	    (ctx && !wp__ctx_valid(ctx)))
 		return -EINVAL;
-	if ((atomic_load(&h->state) & WP__PHASE) == WP__EXITED)
+	if (wp__handle_has_exited(h))
 		return -ECANCELED;
 
 	t = wp__calloc(1, sizeof(*t));
