@@ -1,9 +1,11 @@
 #!/bin/sh
 # Runs each test program given and prints one closing line with the
-# totals. Each program runs every test on both backends itself.
+# totals, after the lines of every failed check gathered together. Each
+# program runs every test on both backends itself.
 set -u
 pass=0
 fail=0
+failed=""
 for t in "$@"; do
 	out=$("$t" 2>&1)
 	rc=$?
@@ -17,10 +19,13 @@ for t in "$@"; do
 		fail=$((fail + 1))
 		continue
 	fi
+	failed="$failed$(printf '%s\n' "$out" | grep -E ':[FE]:')
+"
 	bad=$((f + e))
 	pass=$((pass + checks - bad))
 	fail=$((fail + bad))
 	[ "$rc" -eq 0 ] || [ "$bad" -gt 0 ] || fail=$((fail + 1))
 done
+printf '%s' "$failed" | grep -v '^$' | sed 's/^/failed: /'
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
