@@ -24,8 +24,12 @@
 
 /*
  * Uses up every descriptor: lowers the soft limit to just above the
- * highest one open, then fills the gaps below it.
+ * highest one open, then fills the gaps below it. The descriptors a test
+ * gives back are taken before the limit is lowered, so there are some
+ * even when nothing below the highest one is free.
  */
+#define EXHAUST_SPARE 2
+
 struct exhaust {
 	struct rlimit old;
 	int base;		/* what the others duplicate */
@@ -50,6 +54,10 @@ static void exhaust_start(struct exhaust *e)
 
 	e->base = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	ck_assert_int_ge(e->base, 0);
+	for (e->n = 0; e->n < EXHAUST_SPARE; e->n++) {
+		e->fds[e->n] = fcntl(e->base, F_DUPFD_CLOEXEC, 0);
+		ck_assert_int_ge(e->fds[e->n], 0);
+	}
 	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &e->old), 0);
 	low = e->old;
 	low.rlim_cur = (rlim_t)highest_fd() + 1;
@@ -58,7 +66,6 @@ static void exhaust_start(struct exhaust *e)
 		low.rlim_cur = low.rlim_max;
 	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
 
-	e->n = 0;
 	while ((fd = fcntl(e->base, F_DUPFD_CLOEXEC, 0)) >= 0) {
 		ck_assert_int_lt(e->n, MAX_FD);
 		e->fds[e->n++] = fd;
