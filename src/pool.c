@@ -21,6 +21,14 @@
 #define WP__SPIN_MAX_NS 10000
 #define WP__SPIN_MIN_NS 1000
 #define WP__SPIN_PROBE 32
+/*
+ * A polling worker offers its CPU to other runnable threads this often.
+ * With more threads than CPUs, the thread whose work it waits for may be
+ * queued behind it on the same CPU: yielding lets that thread run now
+ * instead of at the end of the poll, and the worker finds work without
+ * having slept. With nothing else runnable, the yield returns at once.
+ */
+#define WP__SPIN_YIELD_NS 1000
 #define WP__BATCH 64
 #define WP__CHUNK_HANDLES 256
 
@@ -319,14 +327,21 @@ static uint64_t spin_budget(struct wp__worker *w, bool *probe)
 static bool worker_spin(struct wp__worker *w, uint64_t start,
 			uint64_t budget)
 {
-	uint64_t until = start + budget;
+	uint64_t until = start + budget, yield_at = start + WP__SPIN_YIELD_NS;
+	uint64_t now;
 
 	if (!budget)
 		return false;
 	while (!worker_has_work(w)) {
-		if (budget != WP_SPIN_FOREVER && wp__now_ns() >= until)
+		now = wp__now_ns();
+		if (budget != WP_SPIN_FOREVER && now >= until)
 			return false;
-		wp__cpu_relax();
+		if (now >= yield_at) {
+			sched_yield();
+			yield_at = wp__now_ns() + WP__SPIN_YIELD_NS;
+		} else {
+			wp__cpu_relax();
+		}
 	}
 	return true;
 }
