@@ -18,7 +18,8 @@ BASE := -std=gnu11 -D_GNU_SOURCE -pthread -Iinclude -Isrc $(WARN)
 comma := ,
 ifdef SANITIZE
 BUILD := build/$(subst $(comma),-,$(SANITIZE))
-SANFLAGS := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
+SANFLAGS := -fsanitize=$(SANITIZE) -fno-sanitize-recover=all \
+	-fno-omit-frame-pointer
 else
 BUILD := build/default
 endif
