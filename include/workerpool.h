@@ -120,7 +120,9 @@ struct wp_pool_options {
 	enum wp_backend backend;
 	/*
 	 * How long an idle worker polls its queue before it sleeps, in
-	 * nanoseconds, or WP_SPIN_ADAPTIVE or WP_SPIN_FOREVER.
+	 * nanoseconds, or WP_SPIN_ADAPTIVE or WP_SPIN_FOREVER. While it
+	 * polls, it yields its CPU (sched_yield) every microsecond, so that
+	 * other runnable threads on that CPU are not held up.
 	 */
 	uint64_t spin_ns;
 	/* Optional: worker i is pinned to CPU cpus[i % ncpus]. */
