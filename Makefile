@@ -3,7 +3,9 @@
 # SANITIZE=address,undefined or SANITIZE=thread builds everything with
 # that sanitizer into its own directory.
 
-VERSION := 0.1.0
+# The version is the header's, so that the two cannot disagree.
+VERSION := $(shell sed -n 's/^\#define WP_VERSION_STRING "\(.*\)"/\1/p' \
+	include/workerpool.h)
 SOVERSION := 0
 PREFIX ?= /usr/local
 LIBDIR ?= $(PREFIX)/lib

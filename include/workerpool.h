@@ -33,6 +33,12 @@
 extern "C" {
 #endif
 
+/* The version of this header; wp_version() gives the library's. */
+#define WP_VERSION_MAJOR 0
+#define WP_VERSION_MINOR 1
+#define WP_VERSION_PATCH 0
+#define WP_VERSION_STRING "0.1.0"
+
 #if defined(WP_BUILDING_LIBRARY)
 #define WP_API __attribute__((visibility("default")))
 #else
@@ -366,6 +372,13 @@ WP_API uint64_t wp_handle_timer_missed(const wp_handle *h);
  * negative errno, or any other value, which is named as a handler code).
  */
 WP_API const char *wp_strerror(int err);
+
+/*
+ * The version of the library in use, as "MAJOR.MINOR.PATCH": with a
+ * shared library, the one loaded at run time, which a program can compare
+ * with the WP_VERSION_STRING it was compiled against.
+ */
+WP_API const char *wp_version(void);
 
 #ifdef __cplusplus
 }

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Texts for the codes the library returns. */
+/* The texts the library gives out: names for its codes, its version. */
 #include <errno.h>
 #include <string.h>
 
@@ -31,4 +31,9 @@ const char *wp_strerror(int err)
 	if (err < 0 && err > -4096 && strerrorname_np(-err))
 		return strerror(-err);
 	return "handler error";
+}
+
+const char *wp_version(void)
+{
+	return WP_VERSION_STRING;
 }

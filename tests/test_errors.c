@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Misuse and error texts: every documented misuse returns -EINVAL instead
- * of crashing, and wp_strerror() names every code.
+ * of crashing, wp_strerror() names every code, and wp_version() agrees
+ * with the header.
  */
 #include <limits.h>
 
@@ -260,6 +261,17 @@ START_TEST(strerror_names_library_and_handler_codes)
 }
 END_TEST
 
+START_TEST(version_is_the_headers)
+{
+	char built[32];
+
+	snprintf(built, sizeof(built), "%d.%d.%d", WP_VERSION_MAJOR,
+		 WP_VERSION_MINOR, WP_VERSION_PATCH);
+	ck_assert_str_eq(WP_VERSION_STRING, built);
+	ck_assert_str_eq(wp_version(), WP_VERSION_STRING);
+}
+END_TEST
+
 static int fail_with(wp_ctx *ctx, void *event, void *arg)
 {
 	(void)ctx;
@@ -315,6 +327,7 @@ static Suite *errors_suite(void)
 
 	tc = wp_test_tcase("strerror");
 	tcase_add_test(tc, strerror_names_library_and_handler_codes);
+	tcase_add_test(tc, version_is_the_headers);
 	wp_test_add(tc, strerror_names_every_exit_code_a_handle_reports);
 	suite_add_tcase(s, tc);
 
