@@ -165,6 +165,10 @@ struct wp__worker {
 	uint64_t spin_ns;
 	uint64_t idle_avg;		/* recent idle gaps, for spinning */
 	unsigned idle_probe;
+	unsigned run_len;		/* items run since the last idle */
+	unsigned hold_probe;
+	bool stream;			/* the queue is fed as a stream */
+	bool held_back;			/* the last idle began with a hold */
 	uint64_t next_due;		/* the wheel's next fire; 0 for none */
 	struct wp__timer *firing;	/* the timer whose callback runs */
 	struct wp__wheel wheel;

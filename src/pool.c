@@ -29,6 +29,10 @@
  * having slept. With nothing else runnable, the yield returns at once.
  */
 #define WP__SPIN_YIELD_NS 1000
+/* Holding back for a stream of items (see worker_hold). */
+#define WP__HOLD_NS 2000
+#define WP__HOLD_MIN 16
+#define WP__HOLD_PROBE 256
 #define WP__BATCH 64
 #define WP__CHUNK_HANDLES 256
 
@@ -215,6 +219,7 @@ static unsigned worker_drain(struct wp__worker *w)
 
 	for (n = 0; n < WP__BATCH && wp__queue_pop(&w->q, &it); n++)
 		wp__handle_run(w, &it);
+	w->run_len += n;
 	if (n) {
 		atomic_store_explicit(&w->current, NULL, memory_order_release);
 		atomic_store_explicit(&w->q.done, w->q.head,
@@ -346,15 +351,55 @@ static bool worker_spin(struct wp__worker *w, uint64_t start,
 	return true;
 }
 
+/*
+ * Holding back. A worker that keeps up with a fast producer on another CPU
+ * finds one item at a time and at once polls the slot the producer writes
+ * next: each write then has to take the cache line back from the worker,
+ * and the producer pays that on every add. When the queue is fed as a
+ * stream, an idle worker therefore first waits WP__HOLD_NS without looking
+ * at the queue, and the producer fills whole cache lines undisturbed.
+ *
+ * A stream is recognised by its effect: a hold after which at least
+ * WP__HOLD_MIN items were waiting. Every WP__HOLD_PROBE-th idle period
+ * holds as a probe; a hold that finds fewer items ends the stream, so
+ * request-response traffic, which finds one item, pays a hold only once
+ * per probe period. Only adaptive spinning holds: a fixed spin or busy
+ * polling asks for the lowest latency.
+ */
+static void worker_hold(struct wp__worker *w)
+{
+	uint64_t until;
+
+	if (w->held_back)
+		w->stream = w->run_len >= WP__HOLD_MIN;
+	w->run_len = 0;
+	w->held_back = false;
+	if (w->spin_ns != WP_SPIN_ADAPTIVE)
+		return;
+	if (!w->stream && ++w->hold_probe % WP__HOLD_PROBE)
+		return;
+
+	/* A producer that shares this CPU may fill the queue meanwhile. */
+	w->held_back = true;
+	until = wp__now_ns() + WP__HOLD_NS;
+	sched_yield();
+	while (wp__now_ns() < until)
+		wp__cpu_relax();
+}
+
 /* Waits for work: polls first if that pays, then sleeps. */
 static void worker_idle(struct wp__worker *w)
 {
 	uint64_t start = wp__now_ns(), gap;
 	bool probe, found;
 
+	worker_hold(w);
 	found = worker_spin(w, start, spin_budget(w, &probe));
-	if (!found)
+	if (!found) {
+		/* What wakes it was not waiting for the hold. */
+		w->held_back = false;
 		worker_sleep(w);
+	}
 
 	/* An average of the last few gaps, with long ones clamped; a probe
 	 * that found work shows what the gaps really are. */
