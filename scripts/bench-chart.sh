@@ -31,6 +31,22 @@ $4 == "-" && $5 == "-" { next }
 	printf "\"%s %s\" %s %s\n", $1, name, $4, $5
 }' >"$data"
 
+# The axis starts a decade below half the smallest ratio, so that no bar
+# sits on its bottom edge with no height to show.
+low=$(awk '{
+	for (i = NF - 1; i <= NF; i++)
+		if ($i != "-" && (min == "" || $i + 0 < min))
+			min = $i + 0
+} END {
+	if (min == "" || min <= 0)
+		min = 1
+	e = log(min / 2) / log(10)
+	f = int(e)
+	if (f > e)
+		f--
+	print 10 ^ f
+}' "$data")
+
 gnuplot <<EOF
 set terminal svg size 1000,560 dynamic noenhanced font "sans,11" \
 	background "white"
@@ -42,6 +58,7 @@ set style data histogram
 set style histogram clustered gap 1
 set style fill solid 0.85 border -1
 set logscale y
+set yrange [$low:*]
 set grid ytics
 set xtics rotate by 40 right nomirror
 set key outside top center horizontal
