@@ -366,10 +366,8 @@ static bool worker_spin(struct wp__worker *w, uint64_t start,
  * per probe period. Only adaptive spinning holds: a fixed spin or busy
  * polling asks for the lowest latency.
  */
-static void worker_hold(struct wp__worker *w)
+static void worker_hold(struct wp__worker *w, uint64_t start)
 {
-	uint64_t until;
-
 	if (w->held_back)
 		w->stream = w->run_len >= WP__HOLD_MIN;
 	w->run_len = 0;
@@ -381,9 +379,8 @@ static void worker_hold(struct wp__worker *w)
 
 	/* A producer that shares this CPU may fill the queue meanwhile. */
 	w->held_back = true;
-	until = wp__now_ns() + WP__HOLD_NS;
 	sched_yield();
-	while (wp__now_ns() < until)
+	while (wp__now_ns() < start + WP__HOLD_NS)
 		wp__cpu_relax();
 }
 
@@ -393,7 +390,7 @@ static void worker_idle(struct wp__worker *w)
 	uint64_t start = wp__now_ns(), gap;
 	bool probe, found;
 
-	worker_hold(w);
+	worker_hold(w, start);
 	found = worker_spin(w, start, spin_budget(w, &probe));
 	if (!found) {
 		/* What wakes it was not waiting for the hold. */
