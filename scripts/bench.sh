@@ -54,6 +54,8 @@ BEGIN {
 		k = v = $i
 		sub(/=.*/, "", k)
 		sub(/^[^=]*=/, "", v)
+		if (k == "steal_percent")
+			note_steal(v + 0, $1 " " $2 " run " $3)
 		if (!(k in better))
 			continue
 		if (!((c, k) in known)) {
@@ -64,17 +66,31 @@ BEGIN {
 	}
 }
 
-function median(c, k, impl,    n, i, j, t, a) {
-	n = count[c, k, impl]
-	if (!n)
-		return ""
-	for (i = 1; i <= n; i++)
-		a[i] = vals[c, k, impl, i] + 0
+# How much of the machine the host took during each run, and when most.
+function note_steal(v, run) {
+	steal[++nsteal] = v
+	if (nsteal == 1 || v > steal_max) {
+		steal_max = v
+		steal_at = run
+	}
+}
+
+# Sorts a[1..n] in place and returns its median.
+function mid(a, n,    i, j, t) {
 	for (i = 2; i <= n; i++)
 		for (j = i; j > 1 && a[j - 1] > a[j]; j--) {
 			t = a[j]; a[j] = a[j - 1]; a[j - 1] = t
 		}
 	return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+
+function median(c, k, impl,    n, i, a) {
+	n = count[c, k, impl]
+	if (!n)
+		return ""
+	for (i = 1; i <= n; i++)
+		a[i] = vals[c, k, impl, i] + 0
+	return mid(a, n)
 }
 
 function ratio(x, y,    q) {
@@ -120,6 +136,11 @@ END {
 	for (i = 1; i <= ncases; i++)
 		if (cases[i] in flags)
 			printf "- `%s`: %s\n", cases[i], flags[cases[i]]
+	if (nsteal)
+		printf "\nHost steal (CPU time the hypervisor gave to others, " \
+			"as a share of all CPUs) per run: median %.1f %%, " \
+			"most %.1f %% (%s).\n", mid(steal, nsteal), steal_max,
+			steal_at
 }
 '
 
@@ -139,6 +160,28 @@ impl_order()
 	esac
 }
 
+# The CPU time the hypervisor gave to others ("steal"), in clock ticks
+# summed over every CPU; 0 where the kernel does not count it.
+steal_ticks()
+{
+	awk '/^cpu / { print $9 + 0; exit }' /proc/stat 2>/dev/null || echo 0
+}
+
+# steal_percent TICKS0 NS0: the steal since then, as a percentage of all
+# the CPUs' time over the same wall time.
+steal_percent()
+{
+	awk -v s0="$1" -v s1="$(steal_ticks)" -v t0="$2" \
+		-v t1="$(date +%s%N)" -v hz="$(getconf CLK_TCK)" \
+		-v cpus="$(nproc)" 'BEGIN {
+		wall = (t1 - t0) / 1e9
+		if (wall > 0 && hz > 0)
+			printf "%.1f", 100 * (s1 - s0) / hz / (wall * cpus)
+		else
+			printf "0.0"
+	}'
+}
+
 # run_one CASE IMPL REP FLAGS OURS: appends the result line, or a
 # comment saying what failed. A run that hangs fails after RUN_LIMIT.
 run_one()
@@ -149,10 +192,15 @@ run_one()
 		cmd="$BENCH $4 $5 -backend $2"
 	fi
 	rc=0
+	t0=$(date +%s%N)
+	s0=$(steal_ticks)
 	# shellcheck disable=SC2086 # the flags are words
 	out=$(timeout "$RUN_LIMIT" $cmd 2>"$ERRS") || rc=$?
+	steal=$(steal_percent "$s0" "$t0")
 	if [ "$rc" -eq 0 ]; then
-		printf '%s\n' "$out" | sed "s/^/$1 $2 $3 /" >>"$RESULTS"
+		printf '%s\n' "$out" |
+			sed "s/^/$1 $2 $3 /; s/\$/ steal_percent=$steal/" \
+			>>"$RESULTS"
 	else
 		printf '# FAILED %s %s %s (exit %s): %s\n' "$1" "$2" "$3" \
 			"$rc" "$(tr '\n' ' ' <"$ERRS")" | tee -a "$RESULTS" >&2
