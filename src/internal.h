@@ -67,18 +67,23 @@ void wp__ctx_unwatch(wp_ctx *ctx, struct wp__waiter *wt);
 /* Timers                                                              */
 /* ------------------------------------------------------------------ */
 
+/*
+ * A timer is one cache line, carved from aligned chunks (timer.c): firing
+ * it touches that line and the callback's argument, nothing else of it.
+ */
 struct wp__timer {
-	struct wp__timer *next;
+	WP__ALIGNED struct wp__timer *next;	/* also the free list's link */
 	struct wp__timer **pprev;	/* NULL while not in the wheel */
-	unsigned slot;			/* index of its slot in the wheel */
 	uint64_t due;			/* CLOCK_MONOTONIC ns, next fire */
 	uint64_t interval;
-	uint64_t missed;		/* periods coalesced into this fire */
 	wp_timer_fn fn;
 	void *arg;
 	wp_ctx *ctx;
 	struct wp_handle *h;
 };
+
+_Static_assert(sizeof(struct wp__timer) == WP__CACHELINE,
+	       "a timer is one cache line");
 
 #define WP__WHEEL_L0_BITS 10
 #define WP__WHEEL_LN_BITS 6
@@ -98,8 +103,9 @@ struct wp__wheel {
 	uint64_t class_bits;
 	uint64_t l0_bits[(1 << WP__WHEEL_L0_BITS) / 64];
 	uint64_t ln_bits[WP__WHEEL_UPPER];
-	struct wp__timer *l0[1 << WP__WHEEL_L0_BITS];
-	struct wp__timer *ln[WP__WHEEL_UPPER][1 << WP__WHEEL_LN_BITS];
+	/* Level 0's slots, then each upper level's in turn. */
+	struct wp__timer *slots[(1 << WP__WHEEL_L0_BITS) +
+				WP__WHEEL_UPPER * (1 << WP__WHEEL_LN_BITS)];
 };
 
 /* ------------------------------------------------------------------ */
@@ -171,6 +177,7 @@ struct wp__worker {
 	bool held_back;			/* the last idle began with a hold */
 	uint64_t next_due;		/* the wheel's next fire; 0 for none */
 	struct wp__timer *firing;	/* the timer whose callback runs */
+	uint64_t missed;		/* periods the firing one coalesced */
 	struct wp__wheel wheel;
 
 	struct wp_pool *pool;
@@ -253,6 +260,7 @@ enum wp__pool_state {
 };
 
 struct wp__chunk;
+struct wp__timer_chunk;
 
 struct wp_pool {
 	uint32_t magic;
@@ -272,6 +280,11 @@ struct wp_pool {
 	_Atomic int state;
 	struct wp__chunk *chunks;
 	struct wp_handle *free_handles;
+
+	/* Guards the timer slabs, which any thread allocates from. */
+	pthread_mutex_t timer_lock;
+	struct wp__timer_chunk *timer_chunks;
+	struct wp__timer *free_timers;
 
 	/* Serialises wp_pool_stop(). */
 	pthread_mutex_t stop_lock;
@@ -311,6 +324,7 @@ void wp__timers_drop(struct wp__worker *w, struct wp_handle *h);
 void wp__timers_discard(struct wp__worker *w, struct wp_handle *h);
 void wp__timers_clear(struct wp__worker *w);
 uint64_t wp__timers_slack(const struct wp__worker *w);
+void wp__timers_fini(wp_pool *pool);
 
 /* handle.c */
 bool wp__handle_valid(const struct wp_handle *h);

@@ -654,12 +654,18 @@ static int pool_alloc(wp_pool **out, const struct wp_pool_options *opt)
 		free(pool);
 		return -ENOMEM;
 	}
+	pthread_mutex_init(&pool->lock, NULL);
+	pthread_mutex_init(&pool->stop_lock, NULL);
+	pthread_mutex_init(&pool->timer_lock, NULL);
 	*out = pool;
 	return 0;
 }
 
 static void pool_free(wp_pool *pool)
 {
+	pthread_mutex_destroy(&pool->lock);
+	pthread_mutex_destroy(&pool->stop_lock);
+	pthread_mutex_destroy(&pool->timer_lock);
 	wp_ctx_release(pool->ctx);
 	free(pool->cpus);
 	free(pool->workers);
@@ -687,13 +693,8 @@ int wp_pool_create(wp_pool **out, const struct wp_pool_options *opt)
 	if (rc)
 		return rc;
 	pool->spin_ns = opt->spin_ns;
-	pthread_mutex_init(&pool->lock, NULL);
-	pthread_mutex_init(&pool->stop_lock, NULL);
-
 	rc = backend_setup(pool, opt->backend, opt->queue_capacity);
 	if (rc) {
-		pthread_mutex_destroy(&pool->lock);
-		pthread_mutex_destroy(&pool->stop_lock);
 		pool_free(pool);
 		return rc;
 	}
@@ -907,8 +908,7 @@ void wp_pool_destroy(wp_pool *pool)
 	for (i = 0; i < pool->nworkers; i++)
 		worker_discard(&pool->workers[i]);
 	workers_fini(pool, pool->nworkers);
-	pthread_mutex_destroy(&pool->lock);
-	pthread_mutex_destroy(&pool->stop_lock);
+	wp__timers_fini(pool);
 	pool_free(pool);
 }
 

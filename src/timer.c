@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "internal.h"
@@ -25,6 +26,8 @@
 #define L0_SIZE (1u << L0_BITS)
 #define LN_SIZE (1u << LN_BITS)
 #define UPPER WP__WHEEL_UPPER
+#define NSLOTS (L0_SIZE + UPPER * LN_SIZE)
+#define TIMER_CHUNK 1023
 
 /* log2 of the ticks one slot of upper level k (1..UPPER) spans. */
 static unsigned level_shift(unsigned k)
@@ -46,17 +49,6 @@ void wp__timers_init(struct wp__worker *w)
 /* The wheel                                                           */
 /* ------------------------------------------------------------------ */
 
-/*
- * Slots are numbered across the wheel: level 0 first, then each upper
- * level in turn, so that a timer knows its slot without a search.
- */
-static struct wp__timer **slot_at(struct wp__wheel *wh, unsigned i)
-{
-	if (i < L0_SIZE)
-		return &wh->l0[i];
-	return &wh->ln[0][0] + (i - L0_SIZE);
-}
-
 static void slot_mark(struct wp__wheel *wh, unsigned i, bool full)
 {
 	uint64_t *bits, bit;
@@ -77,13 +69,12 @@ static void slot_mark(struct wp__wheel *wh, unsigned i, bool full)
 
 static void slot_add(struct wp__wheel *wh, unsigned i, struct wp__timer *t)
 {
-	struct wp__timer **slot = slot_at(wh, i);
+	struct wp__timer **slot = &wh->slots[i];
 
 	t->next = *slot;
 	if (t->next)
 		t->next->pprev = &t->next;
 	t->pprev = slot;
-	t->slot = i;
 	*slot = t;
 	slot_mark(wh, i, true);
 	wh->count++;
@@ -118,17 +109,24 @@ static void wheel_insert(struct wp__wheel *wh, struct wp__timer *t)
 	slot_add(wh, wheel_slot(wh, ns_to_tick(t->due)), t);
 }
 
+/*
+ * The first timer of a slot points back at the slot itself, so a removal
+ * that empties a slot knows which one without the timer keeping its index.
+ */
 static void wheel_remove(struct wp__wheel *wh, struct wp__timer *t)
 {
-	if (!t->pprev)
+	struct wp__timer **pprev = t->pprev;
+	uintptr_t at = (uintptr_t)pprev, first = (uintptr_t)wh->slots;
+
+	if (!pprev)
 		return;
-	*t->pprev = t->next;
+	*pprev = t->next;
 	if (t->next)
-		t->next->pprev = t->pprev;
+		t->next->pprev = pprev;
 	t->pprev = NULL;
 	wh->count--;
-	if (!*slot_at(wh, t->slot))
-		slot_mark(wh, t->slot, false);
+	if (!*pprev && at - first < sizeof(wh->slots))
+		slot_mark(wh, (unsigned)((at - first) / sizeof(*pprev)), false);
 }
 
 /*
@@ -138,7 +136,7 @@ static void wheel_remove(struct wp__wheel *wh, struct wp__timer *t)
  */
 static void slot_take(struct wp__wheel *wh, unsigned i)
 {
-	struct wp__timer **slot = slot_at(wh, i);
+	struct wp__timer **slot = &wh->slots[i];
 
 	wh->pending = *slot;
 	if (wh->pending)
@@ -292,11 +290,73 @@ uint64_t wp__timers_slack(const struct wp__worker *w)
 	       WP__TIMER_SLACK_NS;
 }
 
+/* ------------------------------------------------------------------ */
+/* Timer memory                                                        */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Timers are carved from chunks of whole cache lines. A timer that
+ * straddled two lines would cost a fire two misses, and the wheel's
+ * prefetch of the next timer would bring in only one of them.
+ */
+struct wp__timer_chunk {
+	struct wp__timer t[TIMER_CHUNK];
+	struct wp__timer_chunk *next;
+};
+
+/* A zeroed timer from h's pool, or NULL when memory runs out. */
+static struct wp__timer *timer_alloc(struct wp_handle *h)
+{
+	wp_pool *pool = h->w->pool;
+	struct wp__timer_chunk *c;
+	struct wp__timer *t;
+	int i;
+
+	pthread_mutex_lock(&pool->timer_lock);
+	if (!pool->free_timers) {
+		c = wp__aligned_alloc(WP__CACHELINE, sizeof(*c));
+		if (!c) {
+			pthread_mutex_unlock(&pool->timer_lock);
+			return NULL;
+		}
+		c->next = pool->timer_chunks;
+		pool->timer_chunks = c;
+		for (i = TIMER_CHUNK - 1; i >= 0; i--) {
+			c->t[i].next = pool->free_timers;
+			pool->free_timers = &c->t[i];
+		}
+	}
+	t = pool->free_timers;
+	pool->free_timers = t->next;
+	pthread_mutex_unlock(&pool->timer_lock);
+
+	memset(t, 0, sizeof(*t));
+	t->h = h;
+	return t;
+}
+
 static void timer_free(struct wp__timer *t)
 {
+	wp_pool *pool = t->h->w->pool;
+
 	if (t->ctx)
 		wp_ctx_release(t->ctx);
-	free(t);
+	pthread_mutex_lock(&pool->timer_lock);
+	t->next = pool->free_timers;
+	pool->free_timers = t;
+	pthread_mutex_unlock(&pool->timer_lock);
+}
+
+/* Gives the chunks back; every timer has been freed by now. */
+void wp__timers_fini(wp_pool *pool)
+{
+	struct wp__timer_chunk *c;
+
+	while ((c = pool->timer_chunks)) {
+		pool->timer_chunks = c->next;
+		free(c);
+	}
+	pool->free_timers = NULL;
 }
 
 static void timer_call(struct wp__worker *w, struct wp__timer *t,
@@ -306,10 +366,10 @@ static void timer_call(struct wp__worker *w, struct wp__timer *t,
 	int rc;
 
 	/* Late by more than a period: coalesce the missed fires into one. */
-	t->missed = 0;
+	w->missed = 0;
 	if (now - t->due >= t->interval) {
-		t->missed = (now - t->due) / t->interval;
-		t->due += t->missed * t->interval;
+		w->missed = (now - t->due) / t->interval;
+		t->due += w->missed * t->interval;
 	}
 	t->due += t->interval;
 
@@ -478,7 +538,7 @@ void wp__timers_clear(struct wp__worker *w)
 	struct wp__timer *t;
 	unsigned i;
 
-	for (i = 0; i < L0_SIZE + UPPER * LN_SIZE; i++) {
+	for (i = 0; i < NSLOTS; i++) {
 		slot_take(&w->wheel, i);
 		while ((t = pending_pop(&w->wheel))) {
 			timer_unhook(w, t);
@@ -506,13 +566,12 @@ int wp_handle_set_timer(wp_handle *h, wp_ctx *ctx, uint64_t interval_ns,
 	if (wp__handle_has_exited(h))
 		return -ECANCELED;
 
-	t = wp__calloc(1, sizeof(*t));
+	t = timer_alloc(h);
 	if (!t)
 		return -ENOMEM;
 	t->interval = interval_ns;
 	t->fn = fn;
 	t->arg = arg;
-	t->h = h;
 	t->ctx = ctx;
 	if (ctx)
 		wp__ctx_ref(ctx, 1);
@@ -546,5 +605,5 @@ uint64_t wp_handle_timer_missed(const wp_handle *h)
 	 * be read: comparing the pointer is enough. */
 	if (!h || !w || !w->firing || w->firing->h != h)
 		return 0;
-	return w->firing->missed;
+	return w->missed;
 }
