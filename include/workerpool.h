@@ -345,8 +345,11 @@ typedef int (*wp_timer_fn)(wp_ctx *ctx, void *arg);
  * never concurrently with the handle's other callbacks. Fires follow the
  * schedule start + k * interval_ns, so the timer does not drift; when
  * fires fall behind by more than one period, the missed periods are
- * coalesced into one call (see wp_handle_timer_missed()). Resolution is
- * better than one millisecond.
+ * coalesced into one call (see wp_handle_timer_missed()). A fire never
+ * comes early, and at most 0.63 ms late besides the wake-up's latency and
+ * the callbacks ahead of it: time runs in 0.13 ms ticks, and a worker may
+ * wait up to 1/128 of its shortest period, at most 0.5 ms, so that one
+ * wake-up serves the timers of several ticks.
  *
  * Setting again replaces the timer; interval_ns 0 removes it (fn may then
  * be NULL). The timer stops for good when ctx (may be NULL) ends, and
