@@ -1,7 +1,7 @@
 #!/bin/sh
 # The comparison run: every benchmark case on io_uring, on epoll and on
-# the libuv reference, one after the other, REPS times [5] with the order
-# rotated each time, since this machine is noisy. Every raw line goes to
+# the libuv reference, one after the other, in REPS rounds [5] with the
+# order rotated each time, since this machine is noisy. Every raw line goes to
 # the results file; then one markdown table of medians is printed, with
 # ours divided by the reference.
 #
@@ -14,13 +14,17 @@
 # compared with the reference's `base`.
 set -eu
 
-# case, then the flags common to both programs, then our own flags.
+# case, then the flags common to both programs, then our own flags,
+# then how many times each implementation runs the case per round [1].
+# A throughput run lasts tens of milliseconds and its figure moves by
+# two times and more from run to run for every implementation, so those
+# cases run three times a round: their medians are of 15 runs.
 # Busy-polling takes one worker alone: two spinning workers and the
 # sender would need three CPUs, and these machines may have two. Our
 # timers case times one fire in eight; `timers:every` times every fire,
 # as the reference does.
-CASES='throughput|-mode throughput -workers 2 -handles 64 -producers 2 -events 2000000|
-throughput-1|-mode throughput -workers 2 -handles 1 -producers 1 -events 2000000|
+CASES='throughput|-mode throughput -workers 2 -handles 64 -producers 2 -events 2000000||3
+throughput-1|-mode throughput -workers 2 -handles 1 -producers 1 -events 2000000||3
 pingpong|-mode pingpong -events 200000|
 latency|-mode latency -events 20000 -seconds 2|
 latency:spin|-mode latency -events 20000 -seconds 2|-workers 1 -spin forever
@@ -213,12 +217,17 @@ run_one()
 run_rep()
 {
 	printf 'bench: run %d of %d ' "$1" "$REPS" >&2
-	printf '%s\n' "$CASES" | while IFS='|' read -r name flags ours; do
-		for impl in $(impl_order "$1"); do
-			# A variant of our options has no reference run.
-			case $name:$impl in *:*:libuv) continue ;; esac
-			run_one "$name" "$impl" "$1" "$flags" "$ours"
-			printf . >&2
+	printf '%s\n' "$CASES" | while IFS='|' read -r name flags ours runs
+	do
+		i=0
+		while [ "$i" -lt "${runs:-1}" ]; do
+			for impl in $(impl_order "$(($1 + i))"); do
+				# A variant of our options has no reference run.
+				case $name:$impl in *:*:libuv) continue ;; esac
+				run_one "$name" "$impl" "$1" "$flags" "$ours"
+				printf . >&2
+			done
+			i=$((i + 1))
 		done
 	done
 	echo >&2
@@ -226,10 +235,11 @@ run_rep()
 
 header()
 {
-	printf '# bench %s, Linux %s, %s CPUs, %s runs, commit %s\n' \
+	printf '# bench %s, Linux %s, %s CPUs, %s rounds, commit %s\n' \
 		"$(date -u +%Y-%m-%dT%H:%MZ)" "$(uname -r)" "$(nproc)" \
 		"$REPS" "$(git rev-parse --short HEAD 2>/dev/null || echo -)"
-	printf '%s\n' "$CASES" | while IFS='|' read -r name flags ours; do
+	printf '%s\n' "$CASES" | while IFS='|' read -r name flags ours runs
+	do
 		printf '# case %s %s\n' "$name" "$flags${ours:+ $ours}"
 	done
 }
@@ -263,11 +273,13 @@ while [ "$rep" -le "$REPS" ]; do
 	rep=$((rep + 1))
 done
 
-printf '\nMedians of %s runs on %s CPUs, each case on io_uring, epoll and\n' \
+printf '\nMedians of %s rounds on %s CPUs (throughput cases run three times\n' \
 	"$REPS" "$(nproc)"
 # shellcheck disable=SC2016
-printf '%s\n%s\n\n' 'libuv in turn. Ratios are ours / libuv; our variants' \
-	'(`latency:spin`, `timers:every`) face the base case of libuv.'
+printf '%s\n%s\n%s\n\n' \
+	'a round), each case on io_uring, epoll and libuv in turn. Ratios are' \
+	'ours / libuv; our variants (`latency:spin`, `timers:every`) face the' \
+	'base case of libuv.'
 summary table "$RESULTS"
 printf '\nbench: %ss; raw lines in %s\n' "$(($(date +%s) - start))" \
 	"$RESULTS" >&2
