@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The benchmark scenarios on workerpool: pingpong, latency, throughput,
- * churn, memory and timers. A run prints one line, `name key=value ...`, with the
- * same keys as the reference programs of the same scenarios, followed by
- * the backend the pool ran on.
+ * churn, memory and timers. A run prints one line, `name key=value ...`,
+ * with the same keys as the reference programs of the same scenarios,
+ * followed by the backend the pool ran on.
  *
  * A benchmark that loses events measures nothing, so every handler checks
  * what it receives, and the program exits 1 on an order violation, a lost
