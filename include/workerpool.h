@@ -293,12 +293,12 @@ WP_API void wp_handle_unregister(wp_handle *h);
 
 /*
  * Refuses new events, lets every event queued before the call run, then
- * exits the handle with code 0. Blocks until the handle has exited; if ctx
- * ends first, unregisters the handle (exit code -ECANCELED) and returns
- * ctx's error.
+ * exits the handle with code 0. Blocks until the handle has exited and its
+ * exit callback has run; if ctx ends first, unregisters the handle (exit
+ * code -ECANCELED) and returns ctx's error.
  *
- * Returns 0, -EINVAL, -ECANCELED if the handle had already exited, or
- * -ETIMEDOUT / -ECANCELED from ctx. Called from the handle's own worker
+ * Returns 0, -EINVAL, -ECANCELED if the handle had already exited (once
+ * that exit's callback has run), or -ETIMEDOUT / -ECANCELED from ctx. Called from the handle's own worker
  * it cannot wait for its own queue: it returns 0 at once and the exit
  * follows once the queue has run.
  */

@@ -552,10 +552,15 @@ int wp_handle_unregister_graceful(wp_handle *h, wp_ctx *ctx)
 		st = (old & ~(uint64_t)WP__PHASE) | WP__CLOSING;
 	} while (!atomic_compare_exchange_weak(&h->state, &old, st));
 
-	if ((old & WP__PHASE) == WP__EXITED) {
-		rc = -ECANCELED;
-	} else if ((old & WP__PHASE) == WP__LIVE &&
-		   !wp__handle_request(h, WP__CTL_CLOSE)) {
+	if ((old & WP__PHASE) == WP__EXITED ||
+	    ((old & WP__PHASE) == WP__LIVE &&
+	     !wp__handle_request(h, WP__CTL_CLOSE))) {
+		/*
+		 * Another exit won (a stopped pool has exited the handle too):
+		 * as with unregister, its callback has run before this returns.
+		 */
+		if (wp__self != h->w)
+			wp__worker_wait(h->w, NULL, finished, h);
 		rc = -ECANCELED;
 	} else {
 		/* Adds blocked on a full queue give up on a closing handle. */

@@ -657,6 +657,55 @@ START_TEST(graceful_after_unregister_returns_ecanceled)
 }
 END_TEST
 
+static int fail_at_once(wp_ctx *ctx, void *event, void *arg)
+{
+	(void)ctx;
+	(void)event;
+	atomic_fetch_add(&((struct held *)arg)->calls, 1);
+	return -EIO;
+}
+
+/* An exit callback that holds the worker until the gate opens. */
+static void gated_exit(int err, void *arg)
+{
+	struct held *d = arg;
+
+	atomic_store(&d->entered, 1);
+	wp_test_gate_wait(&d->gate);
+	held_exit(err, d);
+}
+
+START_TEST(graceful_after_an_error_waits_for_the_exit_callback)
+{
+	wp_pool *pool = wp_test_pool(_i, 1);
+	struct unregisterer u;
+	struct held d;
+	pthread_t t;
+
+	d = (struct held){ .exit_err = 1 };
+	wp_test_gate_init(&d.gate);
+	ck_assert_int_eq(wp_pool_register(pool, fail_at_once, &d, &d.h), 0);
+	ck_assert_int_eq(wp_handle_on_exit(d.h, gated_exit, &d), 0);
+	ck_assert_int_eq(wp_handle_add_event(d.h, NULL, NULL), 0);
+	ck_assert(wp_test_wait_atleast(&d.entered, 1));
+	ck_assert_int_eq(wp_handle_error(d.h), -EIO);
+
+	/* The handle has exited, its exit callback has not returned. */
+	u = (struct unregisterer){ .h = d.h, .d = &d, .rc = 1 };
+	wp_test_thread(&t, graceful_in_thread, &u);
+	wp_test_sleep_ms(20);
+	wp_test_gate_open(&d.gate);
+	wp_test_join(t);
+	ck_assert_int_eq(atomic_load(&u.rc), -ECANCELED);
+	ck_assert_int_eq(atomic_load(&u.exits_on_return), 1);
+
+	wp_pool_destroy(pool);
+	ck_assert_int_eq(atomic_load(&d.exits), 1);
+	ck_assert_int_eq(atomic_load(&d.exit_err), -EIO);
+	wp_test_gate_destroy(&d.gate);
+}
+END_TEST
+
 /* Adding while another thread ends the handle. */
 
 enum { ADDERS = 4 };
@@ -870,6 +919,7 @@ static Suite *unregister_suite(void)
 	wp_test_add(tc, graceful_timing_out_unregisters_and_returns_etimedout);
 	wp_test_add(tc, graceful_cancelled_unregisters_and_returns_ecanceled);
 	wp_test_add(tc, graceful_after_unregister_returns_ecanceled);
+	wp_test_add(tc, graceful_after_an_error_waits_for_the_exit_callback);
 	suite_add_tcase(s, tc);
 
 	tc = wp_test_tcase("races");
