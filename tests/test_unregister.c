@@ -706,6 +706,174 @@ START_TEST(graceful_after_an_error_waits_for_the_exit_callback)
 }
 END_TEST
 
+/* Every way of ending a handle at once, from several threads. */
+
+/* What a racer does; the last kind stops the pool. */
+enum {
+	RACE_UNREGISTER,
+	RACE_GRACEFUL,
+	RACE_DEADLINE,		/* graceful, with a 1 ms deadline */
+	RACE_STOP,
+	RACE_KINDS
+};
+
+enum { RACE_ROUNDS = 200, STOP_ROUNDS = 50 };
+
+struct race {
+	wp_pool *pool;
+	wp_handle *h;
+	atomic_int go;
+	atomic_int calls;
+	atomic_int exits;
+	int fail_at;		/* the call that fails; past the last: none */
+};
+
+struct racer {
+	struct race *r;
+	int kind;
+	int rc;
+	int exits_on_return;
+};
+
+static int fail_at_call(wp_ctx *ctx, void *event, void *arg)
+{
+	struct race *r = arg;
+
+	(void)ctx;
+	(void)event;
+	return atomic_fetch_add(&r->calls, 1) + 1 == r->fail_at ? -EIO : 0;
+}
+
+/* Slow enough that a call returning early would be caught before it. */
+static void race_exit(int err, void *arg)
+{
+	struct race *r = arg;
+
+	(void)err;
+	sched_yield();
+	atomic_fetch_add(&r->exits, 1);
+}
+
+static void *race_one(void *arg)
+{
+	struct racer *x = arg;
+	wp_ctx *ctx = NULL;
+
+	while (!atomic_load(&x->r->go))
+		sched_yield();
+	switch (x->kind) {
+	case RACE_UNREGISTER:
+		wp_handle_unregister(x->r->h);
+		x->rc = 0;
+		break;
+	case RACE_GRACEFUL:
+		x->rc = wp_handle_unregister_graceful(x->r->h, NULL);
+		break;
+	case RACE_STOP:
+		x->rc = wp_pool_stop(x->r->pool);
+		break;
+	default:
+		/* A failure here shows as an unexpected return code. */
+		x->rc = wp_ctx_with_timeout(&ctx, NULL, 1000000);
+		if (!x->rc)
+			x->rc = wp_handle_unregister_graceful(x->r->h, ctx);
+		wp_ctx_release(ctx);
+		break;
+	}
+	x->exits_on_return = atomic_load(&x->r->exits);
+	return NULL;
+}
+
+/* A handle on r->pool whose fail_at-th event fails, with events queued. */
+static void race_setup(struct race *r, unsigned *seed)
+{
+	int k, rc;
+
+	r->fail_at = 1 + rand_r(seed) % 16;
+	ck_assert_int_eq(wp_pool_register(r->pool, fail_at_call, r, &r->h),
+			 0);
+	ck_assert_int_eq(wp_handle_on_exit(r->h, race_exit, r), 0);
+	for (k = 0; k < 8; k++) {
+		/* Refused once an event has failed. */
+		rc = wp_handle_add_event(r->h, NULL, NULL);
+		ck_assert(rc == 0 || rc == -ECANCELED);
+	}
+}
+
+/* Starts the n racers together and checks what each saw on return. */
+static void race_run(struct race *r, struct racer *x, int n, int round)
+{
+	pthread_t t[RACE_KINDS];
+	int k;
+
+	for (k = 0; k < n; k++) {
+		x[k].r = r;
+		wp_test_thread(&t[k], race_one, &x[k]);
+	}
+	atomic_store(&r->go, 1);
+	for (k = 0; k < n; k++)
+		wp_test_join(t[k]);
+
+	for (k = 0; k < n; k++) {
+		if (x[k].kind == RACE_STOP) {
+			ck_assert_int_eq(x[k].rc, 0);
+			continue;
+		}
+		ck_assert_msg(x[k].exits_on_return == 1,
+			      "round %d: kind %d returned with %d exit "
+			      "callbacks run", round, x[k].kind,
+			      x[k].exits_on_return);
+		ck_assert_msg(x[k].rc == 0 || x[k].rc == -ECANCELED ||
+			      (x[k].kind == RACE_DEADLINE &&
+			       x[k].rc == -ETIMEDOUT),
+			      "round %d: kind %d returned %d", round,
+			      x[k].kind, x[k].rc);
+		/* A graceful unregister returns 0 only when it won. */
+		if (x[k].kind != RACE_UNREGISTER && x[k].rc == 0)
+			ck_assert_int_eq(wp_handle_error(r->h), 0);
+	}
+	ck_assert_int_eq(atomic_load(&r->exits), 1);
+}
+
+START_TEST(racing_exits_all_return_after_the_exit_callback)
+{
+	wp_pool *pool = wp_test_pool(_i, 2);
+	struct racer x[RACE_STOP];
+	unsigned seed = 1;
+	struct race r;
+	int round, k;
+
+	for (round = 0; round < RACE_ROUNDS; round++) {
+		r = (struct race){ .pool = pool };
+		race_setup(&r, &seed);
+		for (k = 0; k < RACE_STOP; k++)
+			x[k] = (struct racer){ .kind = (round + k) % RACE_STOP };
+		race_run(&r, x, RACE_STOP, round);
+		wp_handle_free(r.h);
+	}
+	wp_pool_destroy(pool);
+}
+END_TEST
+
+/* The same, with the pool stopping under them. */
+START_TEST(racing_exits_and_a_stop_all_return_after_the_exit_callback)
+{
+	struct racer x[RACE_KINDS];
+	unsigned seed = 2;
+	struct race r;
+	int round, k;
+
+	for (round = 0; round < STOP_ROUNDS; round++) {
+		r = (struct race){ .pool = wp_test_pool(_i, 2) };
+		race_setup(&r, &seed);
+		for (k = 0; k < RACE_KINDS; k++)
+			x[k] = (struct racer){ .kind = k };
+		race_run(&r, x, RACE_KINDS, round);
+		wp_pool_destroy(r.pool);
+	}
+}
+END_TEST
+
 /* Adding while another thread ends the handle. */
 
 enum { ADDERS = 4 };
@@ -923,6 +1091,9 @@ static Suite *unregister_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = wp_test_tcase("races");
+	wp_test_add(tc, racing_exits_all_return_after_the_exit_callback);
+	wp_test_add(tc,
+		    racing_exits_and_a_stop_all_return_after_the_exit_callback);
 	wp_test_add(tc, adders_racing_unregister_all_end_with_ecanceled);
 	wp_test_add(tc, free_while_adds_are_in_flight_is_safe);
 	suite_add_tcase(s, tc);
