@@ -31,6 +31,14 @@
 
 #include "internal.h"
 
+/*
+ * The handle whose exit callback this thread is running, if any. A call on
+ * that handle from inside the callback must not wait for the exit to
+ * finish: it finishes when the callback returns. On the worker, wp__self
+ * says as much already; this covers exits run where no worker runs.
+ */
+static _Thread_local const struct wp_handle *running_exit;
+
 /* Marks an exit callback as taken: it has run or never will. */
 static void exit_taken(int err, void *arg)
 {
@@ -47,6 +55,12 @@ bool wp__handle_valid(const struct wp_handle *h)
 static int state_code(uint64_t st)
 {
 	return (int)(uint32_t)(st >> 32);
+}
+
+/* Whether this thread may wait for the exit of h to finish. */
+static bool may_await_exit(const struct wp_handle *h)
+{
+	return wp__self != h->w && running_exit != h;
 }
 
 /* Counts a call in progress, so that free waits for it to finish. */
@@ -94,6 +108,7 @@ bool wp__handle_exit(struct wp_handle *h, int code)
 void wp__handle_run_exit(struct wp_handle *h)
 {
 	int code = state_code(atomic_load(&h->state));
+	const struct wp_handle *outer = running_exit;
 	struct wp__worker *w = h->w;
 	wp_exit_fn fn;
 
@@ -103,8 +118,11 @@ void wp__handle_run_exit(struct wp_handle *h)
 
 	/* Acquire: pairs with on_exit's release, so exit_arg is current. */
 	fn = atomic_exchange(&h->exit_fn, exit_taken);
-	if (fn)
+	if (fn) {
+		running_exit = h;
 		fn(code, h->exit_arg);
+		running_exit = outer;
+	}
 
 	/* The last touch of the handle here: it may be freed right after. */
 	atomic_fetch_or_explicit(&h->flags, WP__H_FINISHED,
@@ -189,8 +207,8 @@ static void handle_unregister(struct wp_handle *h)
 	wp_exit_fn none = NULL;
 
 	if (!wp__handle_exit(h, -ECANCELED)) {
-		/* Another exit won; on the worker its end cannot be awaited. */
-		if (wp__self != w)
+		/* Another exit won: its end is awaited where it can be. */
+		if (may_await_exit(h))
 			wp__worker_wait(w, NULL, finished, h);
 		return;
 	}
@@ -559,7 +577,7 @@ int wp_handle_unregister_graceful(wp_handle *h, wp_ctx *ctx)
 		 * Another exit won (a stopped pool has exited the handle too):
 		 * as with unregister, its callback has run before this returns.
 		 */
-		if (wp__self != h->w)
+		if (may_await_exit(h))
 			wp__worker_wait(h->w, NULL, finished, h);
 		rc = -ECANCELED;
 	} else {

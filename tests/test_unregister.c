@@ -236,6 +236,7 @@ struct inside {
 	atomic_int victim_exits;
 	atomic_int victim_calls;
 	atomic_int victim_err;
+	atomic_int graceful_rc;
 	_Atomic unsigned long worker;
 	_Atomic unsigned long victim_exit_thread;
 };
@@ -330,6 +331,43 @@ START_TEST(unregister_from_its_own_exit_callback_returns_at_once)
 	ck_assert_int_eq(atomic_load(&s.returned), 1);
 	ck_assert_int_eq(atomic_load(&s.exits), 1);
 	ck_assert_int_eq(atomic_load(&s.exit_err), 5);
+	wp_test_gate_destroy(&s.gate);
+}
+END_TEST
+
+static void end_again_in_exit(int err, void *arg)
+{
+	struct inside *s = arg;
+
+	wp_handle_unregister(s->h);
+	atomic_store(&s->graceful_rc,
+		     wp_handle_unregister_graceful(s->h, NULL));
+	atomic_store(&s->returned, 1);
+	atomic_store(&s->exit_err, err);
+	atomic_fetch_add(&s->exits, 1);
+}
+
+/*
+ * Before the pool starts, the exit callback runs on the unregistering
+ * thread; ending the handle again from inside it returns at once there too.
+ */
+START_TEST(ending_again_from_an_exit_callback_before_start_returns)
+{
+	wp_pool *pool = wp_test_pool_opts(_i, 1, 0, false);
+	struct inside s;
+
+	inside_init(&s);
+	ck_assert_int_eq(wp_pool_register(pool, fail_once, &s, &s.h), 0);
+	ck_assert_int_eq(wp_handle_on_exit(s.h, end_again_in_exit, &s), 0);
+	wp_handle_unregister(s.h);
+	ck_assert_int_eq(atomic_load(&s.returned), 1);
+	ck_assert_int_eq(atomic_load(&s.graceful_rc), -ECANCELED);
+	ck_assert_int_eq(atomic_load(&s.exits), 1);
+	ck_assert_int_eq(atomic_load(&s.exit_err), -ECANCELED);
+
+	wp_pool_destroy(pool);
+	ck_assert_int_eq(atomic_load(&s.exits), 1);
+	ck_assert_int_eq(atomic_load(&s.calls), 0);
 	wp_test_gate_destroy(&s.gate);
 }
 END_TEST
@@ -1074,6 +1112,7 @@ static Suite *unregister_suite(void)
 	tc = wp_test_tcase("from callbacks");
 	wp_test_add(tc, unregister_from_its_own_handler_returns_at_once);
 	wp_test_add(tc, unregister_from_its_own_exit_callback_returns_at_once);
+	wp_test_add(tc, ending_again_from_an_exit_callback_before_start_returns);
 	wp_test_add(tc,
 		    unregister_of_another_handle_on_the_same_worker_completes);
 	wp_test_add(tc, free_from_its_own_handler_is_safe);
