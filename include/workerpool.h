@@ -298,9 +298,9 @@ WP_API void wp_handle_unregister(wp_handle *h);
  * code -ECANCELED) and returns ctx's error.
  *
  * Returns 0, -EINVAL, -ECANCELED if the handle had already exited (once
- * that exit's callback has run), or -ETIMEDOUT / -ECANCELED from ctx. Called from the handle's own worker
- * it cannot wait for its own queue: it returns 0 at once and the exit
- * follows once the queue has run.
+ * that exit's callback has run), or -ETIMEDOUT / -ECANCELED from ctx.
+ * Called from the handle's own worker it cannot wait for its own queue:
+ * it returns 0 at once and the exit follows once the queue has run.
  */
 WP_API int wp_handle_unregister_graceful(wp_handle *h, wp_ctx *ctx);
 

@@ -57,11 +57,6 @@ static int state_code(uint64_t st)
 	return (int)(uint32_t)(st >> 32);
 }
 
-/* Whether this thread may wait for the exit of h to finish. */
-static bool may_await_exit(const struct wp_handle *h)
-{
-	return wp__self != h->w && running_exit != h;
-}
 
 /* Counts a call in progress, so that free waits for it to finish. */
 static void handle_enter(struct wp_handle *h)
@@ -200,6 +195,17 @@ static bool finished(void *arg)
 	return wp__handle_finished(arg);
 }
 
+/*
+ * Waits until the exit that another call won has run its callback, except
+ * where that cannot be awaited: on h's worker, or inside h's own exit
+ * callback.
+ */
+static void await_exit(struct wp_handle *h)
+{
+	if (wp__self != h->w && running_exit != h)
+		wp__worker_wait(h->w, NULL, finished, h);
+}
+
 /* Exits h with -ECANCELED and waits for its callbacks, where possible. */
 static void handle_unregister(struct wp_handle *h)
 {
@@ -207,9 +213,8 @@ static void handle_unregister(struct wp_handle *h)
 	wp_exit_fn none = NULL;
 
 	if (!wp__handle_exit(h, -ECANCELED)) {
-		/* Another exit won: its end is awaited where it can be. */
-		if (may_await_exit(h))
-			wp__worker_wait(w, NULL, finished, h);
+		/* Another exit won. */
+		await_exit(h);
 		return;
 	}
 
@@ -573,12 +578,8 @@ int wp_handle_unregister_graceful(wp_handle *h, wp_ctx *ctx)
 	if ((old & WP__PHASE) == WP__EXITED ||
 	    ((old & WP__PHASE) == WP__LIVE &&
 	     !wp__handle_request(h, WP__CTL_CLOSE))) {
-		/*
-		 * Another exit won (a stopped pool has exited the handle too):
-		 * as with unregister, its callback has run before this returns.
-		 */
-		if (may_await_exit(h))
-			wp__worker_wait(h->w, NULL, finished, h);
+		/* Another exit won (a stopped pool has exited it too). */
+		await_exit(h);
 		rc = -ECANCELED;
 	} else {
 		/* Adds blocked on a full queue give up on a closing handle. */

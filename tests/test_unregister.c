@@ -720,9 +720,7 @@ START_TEST(graceful_after_an_error_waits_for_the_exit_callback)
 	struct held d;
 	pthread_t t;
 
-	d = (struct held){ .exit_err = 1 };
-	wp_test_gate_init(&d.gate);
-	ck_assert_int_eq(wp_pool_register(pool, fail_at_once, &d, &d.h), 0);
+	held_init(pool, &d, fail_at_once);
 	ck_assert_int_eq(wp_handle_on_exit(d.h, gated_exit, &d), 0);
 	ck_assert_int_eq(wp_handle_add_event(d.h, NULL, NULL), 0);
 	ck_assert(wp_test_wait_atleast(&d.entered, 1));
@@ -763,7 +761,7 @@ struct race {
 	atomic_int go;
 	atomic_int calls;
 	atomic_int exits;
-	int fail_at;		/* the call that fails; past the last: none */
+	int fail_at;		/* the failing call; past the last: none */
 };
 
 struct racer {
@@ -885,7 +883,9 @@ START_TEST(racing_exits_all_return_after_the_exit_callback)
 		r = (struct race){ .pool = pool };
 		race_setup(&r, &seed);
 		for (k = 0; k < RACE_STOP; k++)
-			x[k] = (struct racer){ .kind = (round + k) % RACE_STOP };
+			x[k] = (struct racer){
+				.kind = (round + k) % RACE_STOP
+			};
 		race_run(&r, x, RACE_STOP, round);
 		wp_handle_free(r.h);
 	}
@@ -1112,7 +1112,8 @@ static Suite *unregister_suite(void)
 	tc = wp_test_tcase("from callbacks");
 	wp_test_add(tc, unregister_from_its_own_handler_returns_at_once);
 	wp_test_add(tc, unregister_from_its_own_exit_callback_returns_at_once);
-	wp_test_add(tc, ending_again_from_an_exit_callback_before_start_returns);
+	wp_test_add(tc,
+		    ending_again_from_an_exit_callback_before_start_returns);
 	wp_test_add(tc,
 		    unregister_of_another_handle_on_the_same_worker_completes);
 	wp_test_add(tc, free_from_its_own_handler_is_safe);
