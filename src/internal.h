@@ -239,6 +239,9 @@ struct wp_handle {
 };
 
 _Static_assert(sizeof(struct wp_handle) == 112, "a handle is 112 bytes");
+/* A queue slot keeps its flags in the low bits of a handle's address. */
+_Static_assert(_Alignof(struct wp_handle) > WP__TAG_FLAGS,
+	       "handles leave the queue's tag flags clear");
 
 static inline bool wp__handle_has_exited(const struct wp_handle *h)
 {
