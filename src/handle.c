@@ -491,18 +491,56 @@ static int handle_add(struct wp_handle *h, wp_ctx *ctx, void *const *ev,
 	return done ? (int)done : rc;
 }
 
+/*
+ * One event with the pool's context, the common case, in one straight
+ * line: 0, -ECANCELED as add_some() has it, or -EAGAIN when the queue is
+ * full.
+ */
+static int add_one(struct wp_handle *h, void *event)
+{
+	struct wp__queue *q = &h->w->q;
+	struct wp__item it = { h, event, 0 };
+	uint64_t st = atomic_load(&h->state);
+	uint64_t pos;
+	bool moved;
+
+	if ((st & (WP__PHASE | WP__FREED)) != WP__LIVE)
+		return -ECANCELED;
+	pos = wp__queue_reserve(q, 1);
+	if (pos == UINT64_MAX)
+		return -EAGAIN;
+
+	/*
+	 * Ordered after the reservation by its compare-and-swap. A hole
+	 * still needs the worker: whoever waits for the queue to pass this
+	 * position waits for it to read the hole.
+	 */
+	moved = atomic_load(&h->state) != st;
+	if (moved)
+		it.a = NULL;
+	wp__queue_put(q, pos, &it);
+	wp__worker_wake(h->w);
+	return moved ? -ECANCELED : 0;
+}
+
 int wp_handle_add_event(wp_handle *h, wp_ctx *ctx, void *event)
 {
-	int rc = handle_add(h, ctx, &event, 1, true);
+	int rc;
 
+	if (!ctx && wp__handle_valid(h)) {
+		rc = add_one(h, event);
+		if (rc != -EAGAIN)
+			return rc;
+	}
+	rc = handle_add(h, ctx, &event, 1, true);
 	return rc > 0 ? 0 : rc;
 }
 
 int wp_handle_try_add_event(wp_handle *h, void *event)
 {
-	int rc = handle_add(h, NULL, &event, 1, false);
-
-	return rc > 0 ? 0 : rc;
+	if (!wp__handle_valid(h))
+		return -EINVAL;
+	return add_one(h, event);
 }
 
 int wp_handle_add_events(wp_handle *h, wp_ctx *ctx, void *const *events,

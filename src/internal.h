@@ -311,7 +311,20 @@ int wp__timerfd(int flags);
 
 /* pool.c */
 void wp__worker_kick(struct wp__worker *w);
-void wp__worker_wake(struct wp__worker *w);
+void wp__worker_ring(struct wp__worker *w);
+
+/*
+ * Wakes w if it sleeps or is about to. The caller claimed its work (a
+ * queue reservation or a control push) with a sequentially consistent
+ * read-modify-write, and the worker stores sleeping before its last look
+ * for work, the queue tail included: one of the two sees the other, so
+ * a wake-up is never lost. Inline: every add makes this check.
+ */
+static inline void wp__worker_wake(struct wp__worker *w)
+{
+	if (atomic_load(&w->sleeping))
+		wp__worker_ring(w);
+}
 int wp__worker_wait(struct wp__worker *w, wp_ctx *ctx,
 		    bool (*ready)(void *), void *arg);
 int wp__worker_wait_room(struct wp__worker *w, wp_ctx *ctx,

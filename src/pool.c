@@ -61,19 +61,11 @@ void wp_pool_options_init(struct wp_pool_options *opt)
 /* Waking and waiting                                                  */
 /* ------------------------------------------------------------------ */
 
-void wp__worker_wake(struct wp__worker *w)
+/* The slow half of wp__worker_wake(): w announced that it sleeps. */
+void wp__worker_ring(struct wp__worker *w)
 {
 	struct wp__worker *self = wp__self;
 
-	/*
-	 * The caller claimed its work (a queue reservation or a control
-	 * push) with a sequentially consistent read-modify-write, and the
-	 * worker stores sleeping before its last look for work, the queue
-	 * tail included: one of the two sees the other, so a wake-up is
-	 * never lost.
-	 */
-	if (!atomic_load(&w->sleeping))
-		return;
 	/* Only the thread that clears the flag rings the doorbell. */
 	if (!atomic_exchange(&w->sleeping, 0))
 		return;
