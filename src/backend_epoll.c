@@ -129,11 +129,6 @@ static void epoll_wake(struct wp__worker *self, struct wp__worker *to)
 	eventfd_write(to->doorbell, 1);
 }
 
-static void epoll_flush(struct wp__worker *self)
-{
-	(void)self;
-}
-
 const struct wp__backend wp__backend_epoll = {
 	.kind = WP_BACKEND_EPOLL,
 	.init = epoll_init,
@@ -141,5 +136,4 @@ const struct wp__backend wp__backend_epoll = {
 	.fini = epoll_fini,
 	.wait = epoll_wait_events,
 	.wake = epoll_wake,
-	.flush = epoll_flush,
 };

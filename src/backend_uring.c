@@ -3,8 +3,8 @@
  * The io_uring backend: each worker sleeps in io_uring_enter on its own
  * ring, where a read of the worker's doorbell eventfd is always pending.
  * Threads outside the pool wake a worker by writing the doorbell; workers
- * wake each other with IORING_OP_MSG_RING from their own ring, batched
- * into their next submission, when the kernel supports it.
+ * wake each other with IORING_OP_MSG_RING from their own ring, submitted
+ * at once, when the kernel supports it.
  */
 #include <errno.h>
 #include <liburing.h>
@@ -47,7 +47,6 @@ struct uring_state {
 	bool bell_armed;
 	bool enable;		/* created disabled: enable on the worker */
 	bool msg_ring;		/* IORING_OP_MSG_RING is supported */
-	unsigned pending;	/* prepared MSG_RINGs not yet submitted */
 	uint64_t armed;		/* the pending timeout's deadline, or 0 */
 	bool no_move;		/* the kernel cannot update a timeout */
 	struct __kernel_timespec ts;
@@ -162,7 +161,6 @@ static struct io_uring_sqe *get_sqe(struct uring_state *s)
 
 	if (!sqe) {
 		io_uring_submit(&s->ring);
-		s->pending = 0;
 		sqe = io_uring_get_sqe(&s->ring);
 	}
 	return sqe;
@@ -244,7 +242,6 @@ static void uring_wait(struct wp__worker *w, uint64_t deadline_ns)
 	arm_doorbell(w, s);
 	arm_timeout(s, deadline_ns);
 	io_uring_submit_and_wait(&s->ring, 1);
-	s->pending = 0;
 	reap(s);
 }
 
@@ -302,17 +299,12 @@ static void uring_wake(struct wp__worker *self, struct wp__worker *to)
 	io_uring_sqe_set_data64(sqe, TAG_MSG_SENT);
 	/* Success needs no completion on the sender's ring. */
 	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
-	s->pending++;
-}
-
-static void uring_flush(struct wp__worker *self)
-{
-	struct uring_state *s = self->be;
-
-	if (!s->pending)
-		return;
+	/*
+	 * Sent now, not with the next sleep: the caller may be a callback
+	 * that goes on running, or that blocks until the woken worker has
+	 * done something.
+	 */
 	io_uring_submit(&s->ring);
-	s->pending = 0;
 }
 
 const struct wp__backend wp__backend_uring = {
@@ -322,5 +314,4 @@ const struct wp__backend wp__backend_uring = {
 	.fini = uring_fini,
 	.wait = uring_wait,
 	.wake = uring_wake,
-	.flush = uring_flush,
 };

@@ -130,8 +130,6 @@ struct wp__backend {
 	 * NULL from any other thread.
 	 */
 	void (*wake)(struct wp__worker *self, struct wp__worker *to);
-	/* Sends the wake-ups self has batched, if any. */
-	void (*flush)(struct wp__worker *self);
 };
 
 extern const struct wp__backend wp__backend_uring;

@@ -251,7 +251,6 @@ static unsigned worker_round(struct wp__worker *w)
 		n += wp__timers_run(w);
 	if (w->closing || w->releasing)
 		wp__handle_lists(w, false);
-	w->pool->backend->flush(w);
 	worker_kick_round(w);
 	return n;
 }

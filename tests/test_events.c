@@ -620,6 +620,105 @@ START_TEST(worker_adding_to_its_own_full_queue_gets_edeadlk)
 }
 END_TEST
 
+/*
+ * A handler that adds to a handle on another, sleeping worker wakes that
+ * worker at once: it need not return first. Here it waits, still inside
+ * its callback, until the other handle's event has run.
+ */
+struct cross {
+	wp_handle *there;	/* on the other worker */
+	atomic_int ran;		/* events run there */
+	atomic_int exits;	/* exit callbacks run there */
+	atomic_int seen;	/* what the waiting handler saw */
+	atomic_int done;
+};
+
+static int cross_there(wp_ctx *ctx, void *event, void *arg)
+{
+	struct cross *c = arg;
+
+	(void)ctx;
+	(void)event;
+	atomic_fetch_add(&c->ran, 1);
+	return 0;
+}
+
+static void cross_exit(int err, void *arg)
+{
+	struct cross *c = arg;
+
+	(void)err;
+	atomic_fetch_add(&c->exits, 1);
+}
+
+static int cross_add_and_wait(wp_ctx *ctx, void *event, void *arg)
+{
+	struct cross *c = arg;
+
+	(void)ctx;
+	(void)event;
+	if (wp_handle_add_event(c->there, NULL, NULL) == 0)
+		atomic_store(&c->seen, wp_test_wait_atleast(&c->ran, 1));
+	atomic_store(&c->done, 1);
+	return 0;
+}
+
+static int cross_unregister(wp_ctx *ctx, void *event, void *arg)
+{
+	struct cross *c = arg;
+
+	(void)ctx;
+	(void)event;
+	wp_handle_unregister(c->there);
+	atomic_store(&c->seen, atomic_load(&c->exits));
+	atomic_store(&c->done, 1);
+	return 0;
+}
+
+/* Two handles, here and there, on the two workers of a fresh pool. */
+static wp_pool *cross_pool(int i, struct cross *c, wp_event_fn here_fn,
+			   wp_handle **here)
+{
+	wp_pool *pool = wp_test_pool(i, 2);
+
+	ck_assert_int_eq(wp_pool_register(pool, here_fn, c, here), 0);
+	ck_assert_int_eq(wp_pool_register(pool, cross_there, c, &c->there),
+			 0);
+	ck_assert_int_eq(wp_handle_on_exit(c->there, cross_exit, c), 0);
+	/* Long enough for the other worker to stop polling and sleep. */
+	wp_test_sleep_ms(20);
+	return pool;
+}
+
+START_TEST(a_handler_adding_to_a_sleeping_worker_wakes_it_at_once)
+{
+	struct cross c = { 0 };
+	wp_handle *here;
+	wp_pool *pool = cross_pool(_i, &c, cross_add_and_wait, &here);
+
+	ck_assert_int_eq(wp_handle_add_event(here, NULL, NULL), 0);
+	ck_assert(wp_test_wait_atleast(&c.done, 1));
+	ck_assert_msg(atomic_load(&c.seen),
+		      "the event waited for the adding handler to return");
+	wp_pool_destroy(pool);
+	ck_assert_int_eq(atomic_load(&c.ran), 1);
+}
+END_TEST
+
+START_TEST(a_handler_unregistering_on_a_sleeping_worker_returns)
+{
+	struct cross c = { 0 };
+	wp_handle *here;
+	wp_pool *pool = cross_pool(_i, &c, cross_unregister, &here);
+
+	ck_assert_int_eq(wp_handle_add_event(here, NULL, NULL), 0);
+	ck_assert(wp_test_wait_atleast(&c.done, 1));
+	ck_assert_int_eq(atomic_load(&c.seen), 1);
+	wp_pool_destroy(pool);
+	ck_assert_int_eq(atomic_load(&c.exits), 1);
+}
+END_TEST
+
 static Suite *events_suite(void)
 {
 	Suite *s = suite_create("events");
@@ -634,6 +733,11 @@ static Suite *events_suite(void)
 	wp_test_add(tc, events_from_one_thread_run_in_the_order_added);
 	wp_test_add(tc, a_batch_larger_than_the_queue_runs_in_array_order);
 	wp_test_add(tc, each_producers_order_holds_with_several_producers);
+	suite_add_tcase(s, tc);
+
+	tc = wp_test_tcase("across workers");
+	wp_test_add(tc, a_handler_adding_to_a_sleeping_worker_wakes_it_at_once);
+	wp_test_add(tc, a_handler_unregistering_on_a_sleeping_worker_returns);
 	suite_add_tcase(s, tc);
 
 	tc = wp_test_tcase("ctx");
