@@ -263,6 +263,13 @@ enum wp__pool_state {
 struct wp__chunk;
 struct wp__timer_chunk;
 
+/*
+ * A start creates every worker thread before any of them touches its ring
+ * or its queue: should one creation fail, the others leave untouched, and
+ * the start can be tried again.
+ */
+enum { WP__GATE_SHUT, WP__GATE_OPEN, WP__GATE_ABANDONED };
+
 struct wp_pool {
 	uint32_t magic;
 	unsigned nworkers;
@@ -279,6 +286,8 @@ struct wp_pool {
 	/* Guards state, the handle slabs and control pushes near stop. */
 	pthread_mutex_t lock;
 	_Atomic int state;
+	/* WP__GATE_*: how the start under way ended; workers wait on it. */
+	_Atomic uint32_t gate;
 	struct wp__chunk *chunks;
 	struct wp_handle *free_handles;
 

@@ -435,10 +435,25 @@ static void worker_finish(struct wp__worker *w)
 	wp__worker_kick(w);
 }
 
+/* Waits until the start decides; false when it was abandoned. */
+static bool worker_gate(struct wp__worker *w)
+{
+	_Atomic uint32_t *gate = &w->pool->gate;
+	uint32_t g;
+
+	/* Acquire: pairs with the release that decided the start. */
+	while ((g = atomic_load_explicit(gate, memory_order_acquire)) ==
+	       WP__GATE_SHUT)
+		wp__futex_wait(gate, WP__GATE_SHUT, 0);
+	return g == WP__GATE_OPEN;
+}
+
 static void *worker_main(void *arg)
 {
 	struct wp__worker *w = arg;
 
+	if (!worker_gate(w))
+		return NULL;
 	wp__self = w;
 	worker_pin(w);
 	w->pool->backend->thread_init(w);
@@ -448,9 +463,7 @@ static void *worker_main(void *arg)
 			worker_idle(w);
 	}
 
-	/* A start that failed part way leaves the queue for the next. */
-	if (atomic_load(&w->pool->state) >= WP__POOL_STOPPING)
-		worker_finish(w);
+	worker_finish(w);
 	wp__self = NULL;
 	return NULL;
 }
@@ -728,6 +741,13 @@ static void workers_join(wp_pool *pool, unsigned n)
 	}
 }
 
+static void gate_decide(wp_pool *pool, uint32_t how)
+{
+	/* Release: what the start set up is seen by the workers it lets in. */
+	atomic_store_explicit(&pool->gate, how, memory_order_release);
+	wp__futex_wake(&pool->gate);
+}
+
 int wp_pool_start(wp_pool *pool)
 {
 	unsigned i;
@@ -742,17 +762,22 @@ int wp_pool_start(wp_pool *pool)
 		     -EALREADY : -ESHUTDOWN;
 		goto out;
 	}
+	atomic_store(&pool->gate, WP__GATE_SHUT);
 	for (i = 0; i < pool->nworkers; i++) {
 		rc = wp__fault() ? -EAGAIN :
 		     -pthread_create(&pool->workers[i].thread, NULL,
 				     worker_main, &pool->workers[i]);
 		if (rc) {
-			workers_join(pool, i);
+			gate_decide(pool, WP__GATE_ABANDONED);
+			while (i--)
+				pthread_join(pool->workers[i].thread, NULL);
 			goto out;
 		}
-		pool->workers[i].started = true;
 	}
+	for (i = 0; i < pool->nworkers; i++)
+		pool->workers[i].started = true;
 	atomic_store(&pool->state, WP__POOL_RUNNING);
+	gate_decide(pool, WP__GATE_OPEN);
 out:
 	pthread_mutex_unlock(&pool->lock);
 	return rc;

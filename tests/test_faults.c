@@ -338,6 +338,72 @@ START_TEST(auto_backend_falls_back_to_epoll_on_any_setup_failure)
 }
 END_TEST
 
+/*
+ * A start whose last thread cannot be created. The workers made before it
+ * must not have run anything (one queued handler here takes the pool's
+ * lock, which the failing start holds) nor set up anything a second start
+ * cannot use: after the retry, every worker runs what was queued before
+ * and wakes for what comes after.
+ */
+enum { RETRY_WORKERS = 3 };
+
+struct retry {
+	wp_pool *pool;
+	wp_handle *h[RETRY_WORKERS];
+	wp_handle *extra;	/* registered by a handler */
+	atomic_int ran;
+};
+
+static int retry_event(wp_ctx *ctx, void *event, void *arg)
+{
+	struct retry *r = arg;
+
+	(void)ctx;
+	if (event && !r->extra)
+		ck_assert_int_eq(wp_pool_register(r->pool, retry_event, r,
+						  &r->extra), 0);
+	atomic_fetch_add(&r->ran, 1);
+	return 0;
+}
+
+START_TEST(a_start_that_fails_part_way_can_be_retried)
+{
+	struct wp_pool_options opt;
+	struct retry r = { 0 };
+	int k;
+
+	wp_pool_options_init(&opt);
+	opt.backend = wp_test_backend(_i);
+	opt.workers = RETRY_WORKERS;
+	ck_assert_int_eq(wp_pool_create(&r.pool, &opt), 0);
+	for (k = 0; k < RETRY_WORKERS; k++) {
+		ck_assert_int_eq(wp_pool_register(r.pool, retry_event, &r,
+						  &r.h[k]), 0);
+		ck_assert_int_eq(wp_handle_add_event(r.h[k], NULL,
+						     k ? NULL : &r), 0);
+	}
+
+	/* Thread creation is the only hook a start passes. */
+	wp__fault_arm(RETRY_WORKERS - 1);
+	ck_assert_int_eq(wp_pool_start(r.pool), -EAGAIN);
+	ck_assert_int_eq(wp__fault_injected(), 1);
+	wp__fault_arm(-1);
+	ck_assert_int_eq(atomic_load(&r.ran), 0);
+
+	ck_assert_int_eq(wp_pool_start(r.pool), 0);
+	ck_assert(wp_test_wait_atleast(&r.ran, RETRY_WORKERS));
+	ck_assert_ptr_nonnull(r.extra);
+	/* Long enough for the workers to stop polling and sleep. */
+	wp_test_sleep_ms(20);
+	for (k = 0; k < RETRY_WORKERS; k++)
+		ck_assert_int_eq(wp_handle_add_event(r.h[k], NULL, NULL), 0);
+	ck_assert(wp_test_wait_atleast(&r.ran, 2 * RETRY_WORKERS));
+
+	wp_pool_destroy(r.pool);
+	ck_assert_int_eq(atomic_load(&r.ran), 2 * RETRY_WORKERS);
+}
+END_TEST
+
 static Suite *faults_suite(void)
 {
 	Suite *s = suite_create("faults");
@@ -347,6 +413,7 @@ static Suite *faults_suite(void)
 	wp_test_add(tc, every_failure_returns_a_clean_error_and_leaks_nothing);
 	tcase_add_test(tc,
 		       auto_backend_falls_back_to_epoll_on_any_setup_failure);
+	wp_test_add(tc, a_start_that_fails_part_way_can_be_retried);
 	suite_add_tcase(s, tc);
 	return s;
 }
