@@ -174,7 +174,10 @@ WP_API int wp_pool_run(wp_pool *pool, wp_ctx *ctx);
  * Stops the pool: cancels the pool's context, exits every registered
  * handle with -ESHUTDOWN (their exit callbacks run), drops queued events
  * and joins the workers. Handlers still running are waited for. Later
- * adds fail with -ECANCELED and registrations with -ESHUTDOWN.
+ * adds fail with -ECANCELED and registrations with -ESHUTDOWN. Exit
+ * callbacks that no worker ran (a pool never started, requests left at
+ * the end) run on the calling thread, along with whatever they ask of
+ * the pool's workers.
  *
  * Blocks. Returns 0, -EINVAL, or -EDEADLK from a worker thread. A second
  * call returns 0 at once.
@@ -287,7 +290,9 @@ WP_API int wp_handle_on_exit(wp_handle *h, wp_exit_fn fn, void *arg);
  * no event runs after the current callback, and the exit callback runs
  * right after it returns. Blocks otherwise (briefly: at most until the
  * running callback returns, plus a round trip to the worker when an exit
- * callback is set).
+ * callback is set), except in a callback that wp_pool_stop() runs on its
+ * own thread: there it returns at once, and the exit callback runs on
+ * that thread once the current callback has returned.
  */
 WP_API void wp_handle_unregister(wp_handle *h);
 
@@ -300,7 +305,8 @@ WP_API void wp_handle_unregister(wp_handle *h);
  * Returns 0, -EINVAL, -ECANCELED if the handle had already exited (once
  * that exit's callback has run), or -ETIMEDOUT / -ECANCELED from ctx.
  * Called from the handle's own worker it cannot wait for its own queue:
- * it returns 0 at once and the exit follows once the queue has run.
+ * it returns 0 at once and the exit follows once the queue has run. The
+ * same holds in a callback that wp_pool_stop() runs on its own thread.
  */
 WP_API int wp_handle_unregister_graceful(wp_handle *h, wp_ctx *ctx);
 

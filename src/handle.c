@@ -197,12 +197,12 @@ static bool finished(void *arg)
 
 /*
  * Waits until the exit that another call won has run its callback, except
- * where that cannot be awaited: on h's worker, or inside h's own exit
- * callback.
+ * where that cannot be awaited: where the worker cannot be waited for, or
+ * inside h's own exit callback.
  */
 static void await_exit(struct wp_handle *h)
 {
-	if (wp__self != h->w && running_exit != h)
+	if (wp__can_wait_for(h->w) && running_exit != h)
 		wp__worker_wait(h->w, NULL, finished, h);
 }
 
@@ -244,7 +244,8 @@ static void handle_unregister(struct wp_handle *h)
 	}
 
 	if (wp__handle_request(h, WP__CTL_EXIT)) {
-		wp__worker_wait(w, NULL, finished, h);
+		if (wp__can_wait_for(w))
+			wp__worker_wait(w, NULL, finished, h);
 		return;
 	}
 	/* No worker runs: the exit callback runs here. */
@@ -586,7 +587,7 @@ static int graceful_wait(struct wp_handle *h, wp_ctx *ctx)
 	int rc;
 
 	/* The worker cannot wait for its own queue to drain. */
-	if (wp__self == h->w)
+	if (!wp__can_wait_for(h->w))
 		return 0;
 
 	rc = wp__worker_wait(h->w, ctx, finished, h);

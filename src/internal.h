@@ -321,6 +321,13 @@ void wp__worker_kick(struct wp__worker *w);
 void wp__worker_ring(struct wp__worker *w);
 
 /*
+ * Whether the calling thread may block until w serves a request: not on w
+ * itself, nor on the thread finishing a stopped pool's leftovers, which
+ * serves them only once the callback it runs has returned.
+ */
+bool wp__can_wait_for(const struct wp__worker *w);
+
+/*
  * Wakes w if it sleeps or is about to. The caller claimed its work (a
  * queue reservation or a control push) with a sequentially consistent
  * read-modify-write, and the worker stores sleeping before its last look

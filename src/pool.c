@@ -41,6 +41,14 @@
 
 _Thread_local struct wp__worker *wp__self;
 
+/* The pool whose stop this thread is finishing, if any. */
+static _Thread_local const wp_pool *finishing;
+
+bool wp__can_wait_for(const struct wp__worker *w)
+{
+	return wp__self != w && finishing != w->pool;
+}
+
 /* Handles are carved from chunks, with no per-handle allocator cost. */
 struct wp__chunk {
 	struct wp__chunk *next;
@@ -841,10 +849,53 @@ static void pool_await_exits(wp_pool *pool)
 		wp__worker_wait(h->w, NULL, handle_finished, h);
 }
 
+/* Whether a worker of a stopping pool still holds requests or handles. */
+static bool pool_pending(wp_pool *pool)
+{
+	struct wp__worker *w;
+	unsigned i;
+
+	for (i = 0; i < pool->nworkers; i++) {
+		w = &pool->workers[i];
+		if (atomic_load(&w->ctl) || w->closing || w->releasing)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Serves, on this thread, what the joined workers left: their last
+ * requests and the ones that the callbacks run here push, to any worker,
+ * in passes until one leaves nothing. Only then does the pool refuse
+ * requests (STOPPED): every push happens under the pool's lock, which the
+ * last look and the state change share, so none slips in between.
+ */
+static void pool_finish(wp_pool *pool)
+{
+	unsigned i;
+
+	finishing = pool;
+	for (;;) {
+		for (i = 0; i < pool->nworkers; i++) {
+			/* Callbacks run here see the worker as theirs. */
+			wp__self = &pool->workers[i];
+			worker_finish(wp__self);
+			wp__self = NULL;
+		}
+		pthread_mutex_lock(&pool->lock);
+		if (!pool_pending(pool)) {
+			atomic_store(&pool->state, WP__POOL_STOPPED);
+			pthread_mutex_unlock(&pool->lock);
+			break;
+		}
+		pthread_mutex_unlock(&pool->lock);
+	}
+	finishing = NULL;
+}
+
 int wp_pool_stop(wp_pool *pool)
 {
 	bool running;
-	unsigned i;
 
 	if (!pool_valid(pool))
 		return -EINVAL;
@@ -861,20 +912,7 @@ int wp_pool_stop(wp_pool *pool)
 	if (running)
 		pool_await_exits(pool);
 	workers_join(pool, pool->nworkers);
-
-	/*
-	 * No request can be pushed once the state is STOPPED; what was
-	 * pushed after a worker's last look is served here instead.
-	 */
-	pthread_mutex_lock(&pool->lock);
-	atomic_store(&pool->state, WP__POOL_STOPPED);
-	pthread_mutex_unlock(&pool->lock);
-	for (i = 0; i < pool->nworkers; i++) {
-		/* Callbacks run here see the worker as theirs. */
-		wp__self = &pool->workers[i];
-		worker_finish(wp__self);
-		wp__self = NULL;
-	}
+	pool_finish(pool);
 out:
 	pthread_mutex_unlock(&pool->stop_lock);
 	return 0;

@@ -595,7 +595,8 @@ int wp_handle_set_timer(wp_handle *h, wp_ctx *ctx, uint64_t interval_ns,
 			timer_free(t);
 		return -ECANCELED;
 	}
-	if (atomic_load(&h->w->pool->state) != WP__POOL_NEW)
+	if (atomic_load(&h->w->pool->state) != WP__POOL_NEW &&
+	    wp__can_wait_for(h->w))
 		wp__worker_wait(h->w, NULL, timer_applied, h);
 	return 0;
 }

@@ -316,6 +316,135 @@ START_TEST(freed_handle_with_a_timer_set_twice_lets_destroy_return)
 }
 END_TEST
 
+/*
+ * A pool never started is stopped. Each exit callback of a handle on the
+ * first worker ends a handle on the second, one by freeing it, one by
+ * unregistering it; the stopping thread serves both workers, so it must
+ * not wait inside the first callback for the second worker.
+ */
+struct pair {
+	wp_handle *a;
+	wp_handle *b;
+	bool free_b;
+	atomic_int a_exits;
+	atomic_int b_exits;
+};
+
+static void pair_a_exit(int err, void *arg)
+{
+	struct pair *p = arg;
+
+	(void)err;
+	atomic_fetch_add(&p->a_exits, 1);
+	if (p->free_b)
+		wp_handle_free(p->b);
+	else
+		wp_handle_unregister(p->b);
+}
+
+static void pair_b_exit(int err, void *arg)
+{
+	struct pair *p = arg;
+
+	ck_assert_int_eq(err, -ESHUTDOWN);
+	atomic_fetch_add(&p->b_exits, 1);
+}
+
+static void *stop_only(void *arg)
+{
+	struct ender *e = arg;
+
+	ck_assert_int_eq(wp_pool_stop(e->pool), 0);
+	atomic_store(&e->done, 1);
+	return NULL;
+}
+
+START_TEST(a_stop_before_start_serves_exits_that_end_other_workers_handles)
+{
+	struct ender e = { .pool = wp_test_pool_opts(_i, 2, 0, false) };
+	struct pair p[2] = { { .free_b = true }, { .free_b = false } };
+	pthread_t t;
+	int k;
+
+	for (k = 0; k < 2; k++) {
+		/* Consecutive handles go to the two workers in turn. */
+		ck_assert_int_eq(wp_pool_register(e.pool, no_event, NULL,
+						  &p[k].a), 0);
+		ck_assert_int_eq(wp_pool_register(e.pool, no_event, NULL,
+						  &p[k].b), 0);
+		ck_assert_int_eq(wp_handle_on_exit(p[k].a, pair_a_exit, &p[k]),
+				 0);
+		ck_assert_int_eq(wp_handle_on_exit(p[k].b, pair_b_exit, &p[k]),
+				 0);
+	}
+	wp_test_thread(&t, stop_only, &e);
+	ck_assert_msg(wp_test_wait_atleast(&e.done, 1),
+		      "wp_pool_stop did not return");
+	wp_test_join(t);
+
+	for (k = 0; k < 2; k++) {
+		ck_assert_int_eq(atomic_load(&p[k].a_exits), 1);
+		ck_assert_int_eq(atomic_load(&p[k].b_exits), 1);
+	}
+	wp_handle_free(p[1].b);
+	wp_pool_destroy(e.pool);
+}
+END_TEST
+
+/*
+ * A graceful unregister waits for a pool that has not started; the pool
+ * is stopped, and as soon as the stop has served the close, the waiting
+ * thread frees the handle, while the stop, slowed down by another
+ * handle's exit callback, has not finished with that worker yet.
+ */
+struct closer {
+	wp_handle *h;
+	atomic_int rc;
+	atomic_int done;
+};
+
+static void *graceful_then_free(void *arg)
+{
+	struct closer *c = arg;
+
+	atomic_store(&c->rc, wp_handle_unregister_graceful(c->h, NULL));
+	wp_handle_free(c->h);
+	atomic_store(&c->done, 1);
+	return NULL;
+}
+
+static void slow_exit(int err, void *arg)
+{
+	(void)err;
+	(void)arg;
+	wp_test_sleep_ms(50);
+}
+
+START_TEST(a_handle_freed_while_the_stop_serves_its_close_is_safe)
+{
+	struct ender e = { .pool = wp_test_pool_opts(_i, 1, 0, false) };
+	struct closer c = { 0 };
+	wp_handle *slow;
+	pthread_t t, u;
+
+	ck_assert_int_eq(wp_pool_register(e.pool, no_event, NULL, &c.h), 0);
+	ck_assert_int_eq(wp_pool_register(e.pool, no_event, NULL, &slow), 0);
+	ck_assert_int_eq(wp_handle_on_exit(slow, slow_exit, NULL), 0);
+	wp_test_thread(&t, graceful_then_free, &c);
+	/* Long enough for the close request to be queued. */
+	wp_test_sleep_ms(50);
+	wp_test_thread(&u, stop_only, &e);
+	ck_assert(wp_test_wait_atleast(&c.done, 1));
+	ck_assert(wp_test_wait_atleast(&e.done, 1));
+	wp_test_join(t);
+	wp_test_join(u);
+
+	ck_assert_int_eq(atomic_load(&c.rc), -ECANCELED);
+	wp_handle_free(slow);
+	wp_pool_destroy(e.pool);
+}
+END_TEST
+
 static Suite *shutdown_suite(void)
 {
 	Suite *s = suite_create("shutdown");
@@ -331,6 +460,9 @@ static Suite *shutdown_suite(void)
 	tc = wp_test_tcase("requests");
 	wp_test_add(tc,
 		    freed_handle_with_a_timer_set_twice_lets_destroy_return);
+	wp_test_add(tc,
+		a_stop_before_start_serves_exits_that_end_other_workers_handles);
+	wp_test_add(tc, a_handle_freed_while_the_stop_serves_its_close_is_safe);
 	suite_add_tcase(s, tc);
 	return s;
 }
