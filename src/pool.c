@@ -632,6 +632,9 @@ static int backend_setup(wp_pool *pool, enum wp_backend asked,
 		if (!rc || kind == WP_BACKEND_URING)
 			return rc;
 		pool->reason = rc;
+		/* Not io_uring's own refusal: memory or descriptors ran out. */
+		if (!pool->reason_text)
+			pool->reason_text = wp_strerror(rc);
 	}
 	pool->backend = &wp__backend_epoll;
 	return workers_init(pool, capacity);

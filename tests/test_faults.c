@@ -297,6 +297,7 @@ START_TEST(auto_backend_falls_back_to_epoll_on_any_setup_failure)
 	int fds = wp_test_count_fds(), rc, reason;
 	long n, injected, fallbacks = 0;
 	struct wp_pool_options opt;
+	const char *why;
 	wp_pool *pool;
 
 	unsetenv("WP_BACKEND");
@@ -318,11 +319,12 @@ START_TEST(auto_backend_falls_back_to_epoll_on_any_setup_failure)
 						   rc == -EMFILE),
 				      "fault %ld: wp_pool_create: %d", n, rc);
 		} else {
-			reason = wp_pool_backend_reason(pool, NULL);
+			reason = wp_pool_backend_reason(pool, &why);
 			if (wp_pool_backend(pool) == WP_BACKEND_EPOLL) {
 				ck_assert_int_eq(injected, 1);
 				ck_assert(reason == -ENOMEM ||
 					  reason == -EMFILE);
+				ck_assert_ptr_nonnull(why);
 				fallbacks++;
 			}
 			ck_assert_int_eq(wp_pool_start(pool), 0);
