@@ -362,7 +362,12 @@ typedef int (*wp_timer_fn)(wp_ctx *ctx, void *arg);
  * when the handle exits. The call returns once the change has taken
  * effect: the old callback will not run again. It may block briefly for a
  * round trip to the worker; from the handle's worker it applies at once.
- * Before the pool starts, the change applies when it starts.
+ * Before the pool starts, the change applies when it starts. From a
+ * callback on another worker of the pool it does not wait (two workers
+ * could otherwise wait for each other): the change applies as soon as the
+ * handle's worker looks, and the old callback may fire once more before.
+ * An interval longer than the clock's range (UINT64_MAX, say) never
+ * fires.
  *
  * Returns 0, -EINVAL, -ENOMEM, or -ECANCELED if the handle has exited.
  */

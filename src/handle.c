@@ -59,12 +59,12 @@ static int state_code(uint64_t st)
 
 
 /* Counts a call in progress, so that free waits for it to finish. */
-static void handle_enter(struct wp_handle *h)
+void wp__handle_enter(struct wp_handle *h)
 {
 	atomic_fetch_add(&h->users, 1);
 }
 
-static void handle_leave(struct wp_handle *h)
+void wp__handle_leave(struct wp_handle *h)
 {
 	/* Release: the call's reads of the handle finish before this. */
 	atomic_fetch_sub_explicit(&h->users, 1, memory_order_release);
@@ -327,8 +327,9 @@ void wp__handle_ctl(struct wp__worker *w, struct wp_handle *h)
 		w->releasing = h;
 	}
 	if (what & WP__CTL_TIMER) {
-		atomic_fetch_sub(&h->wref, 1);
+		/* After: until the timer holds its own, this one keeps h. */
 		wp__timers_apply(w, h);
+		atomic_fetch_sub(&h->wref, 1);
 	}
 	if (what & WP__CTL_EXIT) {
 		atomic_fetch_sub(&h->wref, 1);
@@ -558,7 +559,7 @@ int wp_handle_on_exit(wp_handle *h, wp_exit_fn fn, void *arg)
 	if (!wp__handle_valid(h))
 		return -EINVAL;
 
-	handle_enter(h);
+	wp__handle_enter(h);
 	old = atomic_load(&h->exit_fn);
 	if (old == exit_taken) {
 		rc = -ECANCELED;
@@ -568,7 +569,7 @@ int wp_handle_on_exit(wp_handle *h, wp_exit_fn fn, void *arg)
 		if (!atomic_compare_exchange_strong(&h->exit_fn, &old, fn))
 			rc = -ECANCELED;
 	}
-	handle_leave(h);
+	wp__handle_leave(h);
 	return rc;
 }
 
@@ -577,9 +578,9 @@ void wp_handle_unregister(wp_handle *h)
 	if (!wp__handle_valid(h))
 		return;
 
-	handle_enter(h);
+	wp__handle_enter(h);
 	handle_unregister(h);
-	handle_leave(h);
+	wp__handle_leave(h);
 }
 
 static int graceful_wait(struct wp_handle *h, wp_ctx *ctx)
@@ -606,7 +607,7 @@ int wp_handle_unregister_graceful(wp_handle *h, wp_ctx *ctx)
 	if (!wp__handle_valid(h) || (ctx && !wp__ctx_valid(ctx)))
 		return -EINVAL;
 
-	handle_enter(h);
+	wp__handle_enter(h);
 	old = atomic_load(&h->state);
 	do {
 		if ((old & WP__PHASE) != WP__LIVE)
@@ -625,7 +626,7 @@ int wp_handle_unregister_graceful(wp_handle *h, wp_ctx *ctx)
 		wp__worker_kick(h->w);
 		rc = graceful_wait(h, ctx);
 	}
-	handle_leave(h);
+	wp__handle_leave(h);
 	return rc;
 }
 
@@ -640,7 +641,7 @@ int wp_handle_error_fd(wp_handle *h)
 	if (fd >= 0)
 		return fd;
 
-	handle_enter(h);
+	wp__handle_enter(h);
 	fd = wp__eventfd(EFD_CLOEXEC | EFD_NONBLOCK);
 	if (fd < 0) {
 		fd = -errno;
@@ -651,7 +652,7 @@ int wp_handle_error_fd(wp_handle *h)
 		/* Published before the state is read: see wp__handle_exit. */
 		eventfd_write(fd, 1);
 	}
-	handle_leave(h);
+	wp__handle_leave(h);
 	return fd;
 }
 
@@ -686,9 +687,9 @@ void wp_handle_free(wp_handle *h)
 		return;
 
 	atomic_fetch_or(&h->state, WP__FREED);
-	handle_enter(h);
+	wp__handle_enter(h);
 	handle_unregister(h);
-	handle_leave(h);
+	wp__handle_leave(h);
 
 	if (wp__self != h->w && release_now(h)) {
 		wp__handle_release(h);

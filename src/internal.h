@@ -358,6 +358,9 @@ void wp__timers_fini(wp_pool *pool);
 
 /* handle.c */
 bool wp__handle_valid(const struct wp_handle *h);
+/* Counts a call on h in progress: h is not released until it leaves. */
+void wp__handle_enter(struct wp_handle *h);
+void wp__handle_leave(struct wp_handle *h);
 bool wp__handle_request(struct wp_handle *h, uint32_t what);
 void wp__handle_push(struct wp_handle *h, uint32_t what);
 void wp__handle_run(struct wp__worker *w, const struct wp__item *it);

@@ -28,6 +28,7 @@
 #define UPPER WP__WHEEL_UPPER
 #define NSLOTS (L0_SIZE + UPPER * LN_SIZE)
 #define TIMER_CHUNK 1023
+#define DUE_MAX ((uint64_t)INT64_MAX)
 
 /* log2 of the ticks one slot of upper level k (1..UPPER) spans. */
 static unsigned level_shift(unsigned k)
@@ -338,10 +339,12 @@ static struct wp__timer *timer_alloc(struct wp_handle *h)
 	return t;
 }
 
-static void timer_free(struct wp__timer *t)
+/*
+ * Gives t back to pool's slabs. The pool is passed in, not read through
+ * t->h: the handle may be another's by the time its timer goes.
+ */
+static void timer_free(wp_pool *pool, struct wp__timer *t)
 {
-	wp_pool *pool = t->h->w->pool;
-
 	if (t->ctx)
 		wp_ctx_release(t->ctx);
 	pthread_mutex_lock(&pool->timer_lock);
@@ -362,6 +365,16 @@ void wp__timers_fini(wp_pool *pool)
 	pool->free_timers = NULL;
 }
 
+/*
+ * When a timer is next due, interval after t. An interval too long for
+ * the clock's range (UINT64_MAX, say, for "never") ends at DUE_MAX, some
+ * 292 years after boot, rather than wrap round to the past.
+ */
+static uint64_t due_after(uint64_t t, uint64_t interval)
+{
+	return interval < DUE_MAX - t ? t + interval : DUE_MAX;
+}
+
 static void timer_call(struct wp__worker *w, struct wp__timer *t,
 		       uint64_t now)
 {
@@ -374,7 +387,7 @@ static void timer_call(struct wp__worker *w, struct wp__timer *t,
 		w->missed = (now - t->due) / t->interval;
 		t->due += w->missed * t->interval;
 	}
-	t->due += t->interval;
+	t->due = due_after(t->due, t->interval);
 
 	/*
 	 * Marks the handle as running, for an unregister from inside the
@@ -394,7 +407,7 @@ static void timer_call(struct wp__worker *w, struct wp__timer *t,
 	 * timer out of the wheel until that exit drops it.
 	 */
 	if (w->firing != t)
-		timer_free(t);
+		timer_free(w->pool, t);
 	else if (!rc)
 		wheel_insert(&w->wheel, t);
 	w->firing = NULL;
@@ -405,7 +418,7 @@ static void timer_fire(struct wp__worker *w, struct wp__timer *t,
 {
 	if (t->ctx && wp_ctx_done(t->ctx)) {
 		timer_unhook(w, t);
-		timer_free(t);
+		timer_free(w->pool, t);
 		return;
 	}
 	timer_call(w, t, now);
@@ -426,19 +439,54 @@ static uint64_t coarse_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* The coarse clock's resolution, read once. */
+static uint64_t coarse_res_ns(void)
+{
+	static _Atomic uint64_t res;
+	uint64_t r = atomic_load_explicit(&res, memory_order_relaxed);
+	struct timespec ts;
+
+	if (r)
+		return r;
+	if (clock_getres(CLOCK_MONOTONIC_COARSE, &ts) || (!ts.tv_sec &&
+						       !ts.tv_nsec))
+		ts = (struct timespec){ 0, 10000000 };
+	r = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	/* Relaxed: every thread computes the same value. */
+	atomic_store_explicit(&res, r, memory_order_relaxed);
+	return r;
+}
+
 /*
- * The clock for the next fire. A callback may run long, and the fires
- * after it must count their missed periods from a true clock; the coarse
- * clock (a few nanoseconds to read, a few milliseconds of resolution)
- * tells whether it moved, so the precise one is read only then.
+ * The clock for the fires after a callback. A callback may run long, and
+ * the fires after it must count their missed periods from a true clock;
+ * the coarse clock (a few nanoseconds to read, a few milliseconds of
+ * resolution) tells whether it moved, so the precise one is read only
+ * then. *fresh says whether the time returned was read just now.
  */
-static uint64_t clock_after_callback(uint64_t now, uint64_t *coarse)
+static uint64_t clock_after_callback(uint64_t now, uint64_t *coarse,
+				     bool *fresh)
 {
 	uint64_t c = coarse_now_ns();
 
-	if (c == *coarse)
+	*fresh = c != *coarse;
+	if (!*fresh)
 		return now;
 	*coarse = c;
+	return wp__now_ns();
+}
+
+/*
+ * The time to fire t at. A time kept because the coarse clock stood
+ * still may be behind by up to its resolution; when that could hide a
+ * whole missed period of t, the precise clock decides.
+ */
+static uint64_t clock_for(const struct wp__timer *t, uint64_t now,
+			  bool *fresh)
+{
+	if (*fresh || now - t->due + coarse_res_ns() < t->interval)
+		return now;
+	*fresh = true;
 	return wp__now_ns();
 }
 
@@ -448,6 +496,7 @@ unsigned wp__timers_run(struct wp__worker *w)
 	uint64_t now = wp__now_ns(), coarse = coarse_now_ns();
 	uint64_t last = now >> TICK_SHIFT;
 	struct wp__timer *t;
+	bool fresh = true;
 	uint64_t tick;
 	unsigned n = 0;
 
@@ -456,8 +505,9 @@ unsigned wp__timers_run(struct wp__worker *w)
 		wheel_cascade(wh, tick);
 		slot_take(wh, tick & (L0_SIZE - 1));
 		for (; (t = pending_pop(wh)); n++) {
+			now = clock_for(t, now, &fresh);
 			timer_fire(w, t, now);
-			now = clock_after_callback(now, &coarse);
+			now = clock_after_callback(now, &coarse, &fresh);
 		}
 	}
 	/* Events take current with a barrier again (wp__handle_run). */
@@ -486,7 +536,10 @@ void wp__timers_drop(struct wp__worker *w, struct wp_handle *h)
 		return;
 	}
 	wheel_remove(&w->wheel, t);
-	timer_free(t);
+	timer_free(w->pool, t);
+	/* An empty wheel is not run, so nothing else would clear it. */
+	if (!w->wheel.count)
+		w->next_due = 0;
 }
 
 /* Forgets every timer of h, installed or pending: h is being released. */
@@ -495,7 +548,7 @@ void wp__timers_discard(struct wp__worker *w, struct wp_handle *h)
 	struct wp__timer *t = atomic_exchange(&h->timer_next, NULL);
 
 	if (t)
-		timer_free(t);
+		timer_free(w->pool, t);
 	wp__timers_drop(w, h);
 }
 
@@ -506,7 +559,7 @@ static void timer_install(struct wp__worker *w, struct wp_handle *h,
 
 	wp__timers_drop(w, h);
 	if (!t->interval) {
-		timer_free(t);
+		timer_free(w->pool, t);
 		return;
 	}
 
@@ -514,14 +567,14 @@ static void timer_install(struct wp__worker *w, struct wp_handle *h,
 	timer_hook(w, h, t);
 	if (wp__handle_has_exited(h)) {
 		timer_unhook(w, t);
-		timer_free(t);
+		timer_free(w->pool, t);
 		return;
 	}
 
 	/* An empty wheel may have stood still: bring it to now. */
 	if (!w->wheel.count)
 		w->wheel.tick = now >> TICK_SHIFT;
-	t->due = now + t->interval;
+	t->due = due_after(now, t->interval);
 	wheel_insert(&w->wheel, t);
 	update_next_due(w);
 }
@@ -545,60 +598,97 @@ void wp__timers_clear(struct wp__worker *w)
 		slot_take(&w->wheel, i);
 		while ((t = pending_pop(&w->wheel))) {
 			timer_unhook(w, t);
-			timer_free(t);
+			timer_free(w->pool, t);
 		}
 	}
 	w->next_due = 0;
 }
 
+/*
+ * The change has taken effect: the worker installed it, or the handle's
+ * exit finished, after which none of its callbacks runs.
+ */
 static bool timer_applied(void *arg)
 {
 	struct wp_handle *h = arg;
 
-	return !atomic_load(&h->timer_next) || wp__handle_has_exited(h);
+	return !atomic_load(&h->timer_next) || wp__handle_finished(h);
+}
+
+/*
+ * Whether the caller waits for the worker to apply a change: not before
+ * the pool starts, not where the worker cannot be waited for, and not
+ * from another worker of the pool, which could be waiting for this one.
+ */
+static bool set_waits(const struct wp_handle *h)
+{
+	struct wp__worker *self = wp__self;
+
+	return atomic_load(&h->w->pool->state) != WP__POOL_NEW &&
+	       wp__can_wait_for(h->w) && !(self && self->pool == h->w->pool);
+}
+
+/* Hands t to h's worker; h is entered, so it stays h meanwhile. */
+static int set_timer(struct wp_handle *h, struct wp__timer *t)
+{
+	struct wp__worker *w = h->w;
+	struct wp__timer *old;
+
+	/* The worker owns the wheel, so it applies the change itself. */
+	if (wp__self == w) {
+		timer_install(w, h, t);
+		return 0;
+	}
+
+	old = atomic_exchange(&h->timer_next, t);
+	if (old)
+		timer_free(w->pool, old);
+	if (!wp__handle_request(h, WP__CTL_TIMER)) {
+		/* Stopped: no worker will take it. */
+		t = atomic_exchange(&h->timer_next, NULL);
+		if (t)
+			timer_free(w->pool, t);
+		return -ECANCELED;
+	}
+	if (set_waits(h))
+		wp__worker_wait(w, NULL, timer_applied, h);
+	return 0;
 }
 
 int wp_handle_set_timer(wp_handle *h, wp_ctx *ctx, uint64_t interval_ns,
 			wp_timer_fn fn, void *arg)
 {
-	struct wp__timer *t, *old;
+	struct wp__timer *t;
+	int rc;
 
 	if (!wp__handle_valid(h) || (interval_ns && !fn) ||
 	    (ctx && !wp__ctx_valid(ctx)))
 		return -EINVAL;
-	if (wp__handle_has_exited(h))
-		return -ECANCELED;
 
+	/*
+	 * Entered before the state is read: a free that comes later waits
+	 * for this call to leave before the handle can be registered anew.
+	 */
+	wp__handle_enter(h);
+	if (wp__handle_has_exited(h) || (atomic_load(&h->state) & WP__FREED)) {
+		rc = -ECANCELED;
+		goto out;
+	}
 	t = timer_alloc(h);
-	if (!t)
-		return -ENOMEM;
+	if (!t) {
+		rc = -ENOMEM;
+		goto out;
+	}
 	t->interval = interval_ns;
 	t->fn = fn;
 	t->arg = arg;
 	t->ctx = ctx;
 	if (ctx)
 		wp__ctx_ref(ctx, 1);
-
-	/* The worker owns the wheel, so it applies the change itself. */
-	if (wp__self == h->w) {
-		timer_install(h->w, h, t);
-		return 0;
-	}
-
-	old = atomic_exchange(&h->timer_next, t);
-	if (old)
-		timer_free(old);
-	if (!wp__handle_request(h, WP__CTL_TIMER)) {
-		/* Stopped: no worker will take it. */
-		t = atomic_exchange(&h->timer_next, NULL);
-		if (t)
-			timer_free(t);
-		return -ECANCELED;
-	}
-	if (atomic_load(&h->w->pool->state) != WP__POOL_NEW &&
-	    wp__can_wait_for(h->w))
-		wp__worker_wait(h->w, NULL, timer_applied, h);
-	return 0;
+	rc = set_timer(h, t);
+out:
+	wp__handle_leave(h);
+	return rc;
 }
 
 uint64_t wp_handle_timer_missed(const wp_handle *h)

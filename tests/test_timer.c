@@ -1349,6 +1349,171 @@ START_TEST(set_timer_misuse_returns_einval_and_sets_nothing)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ */
+/* Corners                                                             */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Removing a worker's last timer, or ending the handle that had it, must
+ * let the worker sleep again: an idle pool uses next to no CPU. (A worker
+ * that kept polling would use all of the 300 ms.)
+ */
+static uint64_t cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void assert_idle_sleeps(void)
+{
+	uint64_t c0;
+
+	/* The old due time passes first. */
+	wp_test_sleep_ms(20);
+	c0 = cpu_ns();
+	wp_test_sleep_ms(300);
+	ck_assert_msg(cpu_ns() - c0 < 100 * MS,
+		      "an idle pool used %llu ms of CPU in 300 ms",
+		      (unsigned long long)((cpu_ns() - c0) / MS));
+}
+
+START_TEST(a_worker_whose_last_timer_goes_sleeps_again)
+{
+	wp_pool *pool = wp_test_pool(_i, 1);
+	struct ticks *t = malloc(sizeof(*t));
+	wp_handle *h = ticking_handle(pool, t, 2);
+
+	ck_assert_int_eq(wp_handle_set_timer(h, NULL, 0, NULL, NULL), 0);
+	assert_idle_sleeps();
+	ck_assert_int_eq(wp_handle_set_timer(h, NULL, 2 * MS, note_tick, t),
+			 0);
+	ck_assert(wp_test_wait_atleast(&t->n, ticked(t) + 2));
+	wp_handle_unregister(h);
+	assert_idle_sleeps();
+
+	wp_pool_destroy(pool);
+	free(t);
+}
+END_TEST
+
+/*
+ * A removal waits for the running callback even when the handle exits
+ * meanwhile: the exit finishes only after that callback returns.
+ */
+struct removal {
+	struct slow *s;
+	atomic_int returned;
+	atomic_int inside_at_return;
+};
+
+static void *remove_timer(void *arg)
+{
+	struct removal *r = arg;
+
+	ck_assert_int_eq(wp_handle_set_timer(r->s->t.h, NULL, 0, NULL, NULL),
+			 0);
+	atomic_store(&r->inside_at_return, atomic_load(&r->s->inside));
+	atomic_store(&r->returned, 1);
+	return NULL;
+}
+
+START_TEST(a_removal_waits_for_the_running_callback_through_an_exit)
+{
+	wp_pool *pool = wp_test_pool(_i, 1);
+	struct slow *s = calloc(1, sizeof(*s));
+	struct removal r = { .s = s };
+	wp_handle *h = ticks_handle(pool, &s->t);
+	pthread_t t;
+
+	ck_assert_int_eq(wp_handle_set_timer(h, NULL, 100 * MS, slow_tick, s),
+			 0);
+	ck_assert(wp_test_wait_atleast(&s->entered, 1));
+	wp_test_thread(&t, remove_timer, &r);
+	/* The removal waits for the callback, which runs 20 ms. */
+	wp_test_sleep_ms(5);
+	wp_handle_unregister(h);
+	wp_test_join(t);
+
+	ck_assert_int_eq(atomic_load(&r.returned), 1);
+	ck_assert_msg(!atomic_load(&r.inside_at_return),
+		      "set_timer returned while the callback ran");
+	wp_pool_destroy(pool);
+	free(s);
+}
+END_TEST
+
+/* An interval beyond the clock's range means never, not at once. */
+START_TEST(an_interval_too_long_for_the_clock_never_fires)
+{
+	static const uint64_t longest[] = { UINT64_MAX, UINT64_MAX - 1000000000,
+					    (uint64_t)INT64_MAX };
+	wp_pool *pool = wp_test_pool(_i, 1);
+	atomic_int fires[3];
+	wp_handle *h[3];
+	int k;
+
+	for (k = 0; k < 3; k++) {
+		atomic_init(&fires[k], 0);
+		ck_assert_int_eq(wp_pool_register(pool, never_runs, NULL,
+						  &h[k]), 0);
+		ck_assert_int_eq(wp_handle_set_timer(h[k], NULL, longest[k],
+						     count_tick, &fires[k]),
+				 0);
+	}
+	wp_test_sleep_ms(50);
+	for (k = 0; k < 3; k++)
+		ck_assert_int_eq(atomic_load(&fires[k]), 0);
+	wp_pool_destroy(pool);
+}
+END_TEST
+
+/*
+ * Two workers' callbacks set timers on each other's handles at the same
+ * time. Neither may wait for the other: both calls return.
+ */
+struct crossing {
+	wp_handle *h[2];
+	atomic_int inside;
+	atomic_int returned;
+	atomic_int ticks;
+};
+
+static int cross_set(wp_ctx *ctx, void *event, void *arg)
+{
+	struct crossing *c = arg;
+	int other = event ? 0 : 1;
+
+	(void)ctx;
+	atomic_fetch_add(&c->inside, 1);
+	/* Both callbacks run before either sets its timer. */
+	if (!wp_test_wait_atleast(&c->inside, 2))
+		return 0;
+	ck_assert_int_eq(wp_handle_set_timer(c->h[other], NULL, MS,
+					     count_tick, &c->ticks), 0);
+	atomic_fetch_add(&c->returned, 1);
+	return 0;
+}
+
+START_TEST(workers_setting_each_others_timers_at_once_both_return)
+{
+	wp_pool *pool = wp_test_pool(_i, 2);
+	struct crossing c = { 0 };
+	int k;
+
+	/* Consecutive handles go to the two workers in turn. */
+	for (k = 0; k < 2; k++)
+		ck_assert_int_eq(wp_pool_register(pool, cross_set, &c,
+						  &c.h[k]), 0);
+	ck_assert_int_eq(wp_handle_add_event(c.h[0], NULL, NULL), 0);
+	ck_assert_int_eq(wp_handle_add_event(c.h[1], NULL, (void *)1), 0);
+	ck_assert(wp_test_wait_atleast(&c.returned, 2));
+	ck_assert(wp_test_wait_atleast(&c.ticks, 10));
+	wp_pool_destroy(pool);
+}
+END_TEST
+
 static Suite *timer_suite(void)
 {
 	Suite *s = suite_create("timer");
@@ -1362,6 +1527,14 @@ static Suite *timer_suite(void)
 	wp_test_add(tc,
 		    a_late_timer_coalesces_missed_periods_and_stays_anchored);
 	wp_test_add(tc, a_timer_held_up_by_another_callback_still_coalesces);
+	suite_add_tcase(s, tc);
+
+	tc = wp_test_tcase("corners");
+	wp_test_add(tc, a_worker_whose_last_timer_goes_sleeps_again);
+	wp_test_add(tc,
+		    a_removal_waits_for_the_running_callback_through_an_exit);
+	wp_test_add(tc, an_interval_too_long_for_the_clock_never_fires);
+	wp_test_add(tc, workers_setting_each_others_timers_at_once_both_return);
 	suite_add_tcase(s, tc);
 
 	tc = wp_test_tcase("changes");
