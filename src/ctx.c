@@ -101,13 +101,19 @@ static void ctx_arm_fd(wp_ctx *ctx)
 	timerfd_settime(ctx->fd, flags, &its, NULL);
 }
 
-/* Ends ctx with err and spreads it to the children; ctx->lock not held. */
+/*
+ * Ends ctx with err and spreads it to the children; ctx->lock not held.
+ * A context past its deadline has timed out already, whatever ends it
+ * now, and its descendants, whose deadlines are no later, too.
+ */
 static void ctx_end(wp_ctx *ctx, int err)
 {
 	struct wp__waiter *wt;
 	wp_ctx *child;
 	int none = 0;
 
+	if (ctx->deadline && wp__now_ns() >= ctx->deadline)
+		err = -ETIMEDOUT;
 	pthread_mutex_lock(&ctx->lock);
 	if (!atomic_compare_exchange_strong(&ctx->err, &none, err)) {
 		pthread_mutex_unlock(&ctx->lock);
@@ -186,11 +192,7 @@ void wp_ctx_cancel(wp_ctx *ctx)
 	if (!wp__ctx_valid(ctx))
 		return;
 
-	/* Past the deadline the context has already timed out. */
-	if (ctx->deadline && wp__now_ns() >= ctx->deadline)
-		ctx_end(ctx, -ETIMEDOUT);
-	else
-		ctx_end(ctx, -ECANCELED);
+	ctx_end(ctx, -ECANCELED);
 }
 
 int wp_ctx_err(const wp_ctx *ctx)

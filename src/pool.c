@@ -899,6 +899,7 @@ static void pool_finish(wp_pool *pool)
 int wp_pool_stop(wp_pool *pool)
 {
 	bool running;
+	unsigned i;
 
 	if (!pool_valid(pool))
 		return -EINVAL;
@@ -912,6 +913,9 @@ int wp_pool_stop(wp_pool *pool)
 	running = atomic_load(&pool->state) == WP__POOL_RUNNING;
 	wp_ctx_cancel(pool->ctx);
 	pool_exit_handles(pool);
+	/* Tasks waiting for room give up on a stopping pool: tell them. */
+	for (i = 0; i < pool->nworkers; i++)
+		wp__worker_kick(&pool->workers[i]);
 	if (running)
 		pool_await_exits(pool);
 	workers_join(pool, pool->nworkers);

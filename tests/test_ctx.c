@@ -183,6 +183,26 @@ START_TEST(child_with_earlier_deadline_ends_alone)
 }
 END_TEST
 
+START_TEST(timed_out_child_keeps_etimedout_when_its_parent_is_cancelled)
+{
+	wp_ctx *parent = NULL, *child = NULL, *grandchild = NULL;
+
+	ck_assert_int_eq(wp_ctx_create(&parent, NULL), 0);
+	child = wp_test_ctx_ms(parent, 10);
+	ck_assert_int_eq(wp_ctx_create(&grandchild, child), 0);
+	ck_assert(wp_test_wait_ctx(child));
+
+	wp_ctx_cancel(parent);
+	ck_assert_int_eq(wp_ctx_err(parent), -ECANCELED);
+	ck_assert_int_eq(wp_ctx_err(child), -ETIMEDOUT);
+	ck_assert_int_eq(wp_ctx_err(grandchild), -ETIMEDOUT);
+
+	wp_ctx_release(grandchild);
+	wp_ctx_release(child);
+	wp_ctx_release(parent);
+}
+END_TEST
+
 START_TEST(released_parent_still_ends_its_child)
 {
 	wp_ctx *parent = wp_test_ctx_ms(NULL, 20);
@@ -406,6 +426,8 @@ static Suite *ctx_suite(void)
 	tcase_add_test(tc, child_deadline_is_never_later_than_parents);
 	tcase_add_test(tc, child_with_earlier_deadline_ends_alone);
 	tcase_add_test(tc, released_parent_still_ends_its_child);
+	tcase_add_test(tc,
+		timed_out_child_keeps_etimedout_when_its_parent_is_cancelled);
 	suite_add_tcase(s, tc);
 
 	tc = wp_test_tcase("fd");

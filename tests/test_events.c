@@ -554,6 +554,73 @@ START_TEST(go_to_a_full_queue_gives_up_when_its_ctx_times_out)
 }
 END_TEST
 
+/* A task waiting for room gives up as soon as the pool stops. */
+struct go_wait {
+	wp_pool *pool;
+	atomic_int ran;
+	atomic_int rc;
+	atomic_int done;
+};
+
+static void *go_blocked(void *arg)
+{
+	struct go_wait *g = arg;
+
+	atomic_store(&g->rc, wp_pool_go(g->pool, NULL, noop, &g->ran));
+	atomic_store(&g->done, 1);
+	return NULL;
+}
+
+static void *stop_pool(void *arg)
+{
+	ck_assert_int_eq(wp_pool_stop(arg), 0);
+	return NULL;
+}
+
+static void held_task(void *arg)
+{
+	struct blocker *b = arg;
+
+	atomic_fetch_add(&b->entered, 1);
+	wp_test_gate_wait(&b->gate);
+	atomic_fetch_add(&b->calls, 1);
+}
+
+START_TEST(go_to_a_full_queue_gives_up_when_the_pool_stops)
+{
+	struct go_wait g = { .pool = wp_test_pool_opts(_i, 1, 2, true) };
+	struct blocker b = { 0 };
+	pthread_t t, u;
+
+	/* Only tasks: no handle's exit wakes anyone at the stop. */
+	wp_test_gate_init(&b.gate);
+	ck_assert_int_eq(wp_pool_go(g.pool, NULL, held_task, &b), 0);
+	ck_assert(wp_test_wait_atleast(&b.entered, 1));
+	ck_assert_int_eq(wp_pool_go(g.pool, NULL, noop, &g.ran), 0);
+	ck_assert_int_eq(wp_pool_go(g.pool, NULL, noop, &g.ran), 0);
+	wp_test_thread(&t, go_blocked, &g);
+	/* Long enough for the task to be waiting. */
+	wp_test_sleep_ms(20);
+	ck_assert_int_eq(atomic_load(&g.done), 0);
+
+	/* The stop waits for the held task; the waiting one must not. */
+	wp_test_thread(&u, stop_pool, g.pool);
+	ck_assert(wp_test_wait_atleast(&g.done, 1));
+	ck_assert_msg(atomic_load(&b.calls) == 0,
+		      "the waiting task returned only after the held one");
+	ck_assert_int_eq(atomic_load(&g.rc), -ESHUTDOWN);
+	wp_test_join(t);
+	wp_test_gate_open(&b.gate);
+	wp_test_join(u);
+
+	wp_pool_destroy(g.pool);
+	wp_test_gate_destroy(&b.gate);
+	ck_assert_int_eq(atomic_load(&b.calls), 1);
+	/* The two queued before the stop may run; the refused one not. */
+	ck_assert_int_le(atomic_load(&g.ran), 2);
+}
+END_TEST
+
 /* A worker adding to its own full queue is told instead of hanging. */
 
 struct self_fill {
@@ -754,6 +821,7 @@ static Suite *events_suite(void)
 	wp_test_add(tc, add_to_a_full_queue_gives_up_when_its_ctx_is_cancelled);
 	wp_test_add(tc, batch_cut_short_by_its_ctx_returns_how_many_it_queued);
 	wp_test_add(tc, go_to_a_full_queue_gives_up_when_its_ctx_times_out);
+	wp_test_add(tc, go_to_a_full_queue_gives_up_when_the_pool_stops);
 	wp_test_add(tc, worker_adding_to_its_own_full_queue_gets_edeadlk);
 	suite_add_tcase(s, tc);
 
