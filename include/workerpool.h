@@ -292,7 +292,10 @@ WP_API int wp_handle_on_exit(wp_handle *h, wp_exit_fn fn, void *arg);
  * running callback returns, plus a round trip to the worker when an exit
  * callback is set), except in a callback that wp_pool_stop() runs on its
  * own thread: there it returns at once, and the exit callback runs on
- * that thread once the current callback has returned.
+ * that thread once the current callback has returned. A callback that
+ * blocks here for a handle of another worker holds its own worker
+ * meanwhile, so two workers must not do so for each other's handles at
+ * the same time: each would wait for the other for ever.
  */
 WP_API void wp_handle_unregister(wp_handle *h);
 
