@@ -411,16 +411,17 @@ void wp__handle_lists(struct wp__worker *w, bool stopping)
 /* ------------------------------------------------------------------ */
 
 /*
- * Queues up to n events of h in order, as many as fit at once. Returns how
- * many, 0 when the queue is full, or -ECANCELED when the state word moved
- * from st (the handle is closing, exiting or freed): the reserved
- * positions are then left as holes.
+ * Queues up to n events of h in order on w, h's worker when the state
+ * read st, as many as fit at once. Returns how many, 0 when the queue is
+ * full, or -ECANCELED when the state word moved from st (the handle is
+ * closing, exiting or freed): the reserved positions are then left as
+ * holes.
  */
-static int add_some(struct wp_handle *h, uint64_t st, uintptr_t c,
-		    void *const *ev, size_t n)
+static int add_some(struct wp_handle *h, struct wp__worker *w, uint64_t st,
+		    uintptr_t c, void *const *ev, size_t n)
 {
 	static const struct wp__item hole = { NULL, NULL, 0 };
-	struct wp__queue *q = &h->w->q;
+	struct wp__queue *q = &w->q;
 	struct wp__item it = { .a = h, .c = c };
 	uint64_t pos;
 	size_t i;
@@ -465,11 +466,12 @@ static int handle_add(struct wp_handle *h, wp_ctx *ctx, void *const *ev,
 	if (!n)
 		return 0;
 
+	/* Read after the state, as in add_one(). */
 	w = h->w;
 	if (ctx)
 		wp__ctx_ref(ctx, (unsigned)n);
 	while (done < n) {
-		rc = add_some(h, st, (uintptr_t)ctx, ev + done, n - done);
+		rc = add_some(h, w, st, (uintptr_t)ctx, ev + done, n - done);
 		if (rc != 0)
 			wp__worker_wake(w);
 		if (rc > 0) {
@@ -500,15 +502,21 @@ static int handle_add(struct wp_handle *h, wp_ctx *ctx, void *const *ev,
  */
 static int add_one(struct wp_handle *h, void *event)
 {
-	struct wp__queue *q = &h->w->q;
 	struct wp__item it = { h, event, 0 };
 	uint64_t st = atomic_load(&h->state);
+	struct wp__worker *w;
 	uint64_t pos;
 	bool moved;
 
 	if ((st & (WP__PHASE | WP__FREED)) != WP__LIVE)
 		return -ECANCELED;
-	pos = wp__queue_reserve(q, 1);
+	/*
+	 * The worker is read after the state: should the handle be freed
+	 * and registered anew meanwhile, the state read again below has
+	 * moved from st, whichever worker this is.
+	 */
+	w = h->w;
+	pos = wp__queue_reserve(&w->q, 1);
 	if (pos == UINT64_MAX)
 		return -EAGAIN;
 
@@ -520,8 +528,8 @@ static int add_one(struct wp_handle *h, void *event)
 	moved = atomic_load(&h->state) != st;
 	if (moved)
 		it.a = NULL;
-	wp__queue_put(q, pos, &it);
-	wp__worker_wake(h->w);
+	wp__queue_put(&w->q, pos, &it);
+	wp__worker_wake(w);
 	return moved ? -ECANCELED : 0;
 }
 
