@@ -345,6 +345,8 @@ void wp__handle_ctl(struct wp__worker *w, struct wp_handle *h)
 static bool close_step(struct wp__worker *w, struct wp_handle *h,
 		       uint64_t done)
 {
+	bool won;
+
 	if (wp__handle_has_exited(h)) {
 		atomic_fetch_sub(&h->wref, 1);
 		wp__worker_kick(w);
@@ -353,8 +355,16 @@ static bool close_step(struct wp__worker *w, struct wp_handle *h,
 	if (h->at > done)
 		return false;
 
+	/*
+	 * The reference is dropped only once the exit is decided: until
+	 * then h cannot be released and registered anew, so the exit with
+	 * code 0 cannot end the handle that reuses its memory. A won exit
+	 * keeps h until its callback has run, since whoever frees h waits
+	 * for that.
+	 */
+	won = wp__handle_exit(h, 0);
 	atomic_fetch_sub(&h->wref, 1);
-	if (wp__handle_exit(h, 0))
+	if (won)
 		wp__handle_run_exit(h);
 	return true;
 }
