@@ -46,6 +46,36 @@ static void exit_taken(int err, void *arg)
 	(void)arg;
 }
 
+/* Marks an exit callback being replaced: its argument is being written. */
+static void exit_busy(int err, void *arg)
+{
+	(void)err;
+	(void)arg;
+}
+
+/*
+ * Takes h's exit callback for the exit, with the argument installed with
+ * it. A wp_handle_on_exit() that is between writing the argument and
+ * installing the function is waited for: it is a few instructions long.
+ */
+static wp_exit_fn exit_take(struct wp_handle *h, void **arg)
+{
+	wp_exit_fn fn = atomic_load(&h->exit_fn);
+
+	for (;;) {
+		if (fn == exit_busy) {
+			sched_yield();
+			fn = atomic_load(&h->exit_fn);
+			continue;
+		}
+		/* Acquire: pairs with on_exit's release, so arg is fn's. */
+		if (atomic_compare_exchange_weak(&h->exit_fn, &fn, exit_taken))
+			break;
+	}
+	*arg = h->exit_arg;
+	return fn == exit_taken ? NULL : fn;
+}
+
 bool wp__handle_valid(const struct wp_handle *h)
 {
 	return h && atomic_load_explicit(&h->magic, memory_order_relaxed) ==
@@ -106,16 +136,16 @@ void wp__handle_run_exit(struct wp_handle *h)
 	const struct wp_handle *outer = running_exit;
 	struct wp__worker *w = h->w;
 	wp_exit_fn fn;
+	void *arg;
 
 	/* Only the worker owns the wheel; elsewhere none runs any more. */
 	if (wp__self == w)
 		wp__timers_drop(w, h);
 
-	/* Acquire: pairs with on_exit's release, so exit_arg is current. */
-	fn = atomic_exchange(&h->exit_fn, exit_taken);
+	fn = exit_take(h, &arg);
 	if (fn) {
 		running_exit = h;
-		fn(code, h->exit_arg);
+		fn(code, arg);
 		running_exit = outer;
 	}
 
@@ -578,15 +608,30 @@ int wp_handle_on_exit(wp_handle *h, wp_exit_fn fn, void *arg)
 		return -EINVAL;
 
 	wp__handle_enter(h);
+	/*
+	 * The old callback is claimed before the argument is overwritten:
+	 * an exit meanwhile waits for the new pair instead of running the
+	 * old function with the new argument.
+	 */
 	old = atomic_load(&h->exit_fn);
-	if (old == exit_taken) {
-		rc = -ECANCELED;
-	} else {
-		h->exit_arg = arg;
-		/* Release: exit_arg is written before fn can be taken. */
-		if (!atomic_compare_exchange_strong(&h->exit_fn, &old, fn))
+	for (;;) {
+		if (old == exit_taken) {
 			rc = -ECANCELED;
+			goto out;
+		}
+		if (old == exit_busy) {
+			/* Another call is installing its pair: a few steps. */
+			sched_yield();
+			old = atomic_load(&h->exit_fn);
+			continue;
+		}
+		if (atomic_compare_exchange_weak(&h->exit_fn, &old, exit_busy))
+			break;
 	}
+	h->exit_arg = arg;
+	/* Release: exit_arg is written before fn can be taken. */
+	atomic_store_explicit(&h->exit_fn, fn, memory_order_release);
+out:
 	wp__handle_leave(h);
 	return rc;
 }

@@ -319,6 +319,131 @@ START_TEST(a_handle_exits_exactly_once_whatever_races_to_end_it)
 }
 END_TEST
 
+/*
+ * Replacing the exit callback while the handle exits: the exit runs the
+ * old function with the old argument or the new with the new, and the
+ * replacement succeeds exactly when the new one runs.
+ */
+#define SWAP_ROUNDS 2000
+
+struct swap {
+	atomic_int old_runs;
+	atomic_int new_runs;
+	atomic_int mismatched;
+};
+
+/* Each function's own argument; the callbacks count what they got. */
+static struct swap swap_old, swap_new;
+
+static void swap_old_exit(int err, void *arg)
+{
+	(void)err;
+	atomic_fetch_add(arg == &swap_old ? &swap_old.old_runs :
+					    &swap_old.mismatched, 1);
+}
+
+static void swap_new_exit(int err, void *arg)
+{
+	(void)err;
+	atomic_fetch_add(arg == &swap_new ? &swap_new.new_runs :
+					    &swap_new.mismatched, 1);
+}
+
+static int fail_at_once(wp_ctx *ctx, void *event, void *arg)
+{
+	(void)ctx;
+	(void)event;
+	(void)arg;
+	return -1;
+}
+
+START_TEST(replacing_the_exit_callback_during_the_exit_keeps_fn_and_arg)
+{
+	wp_pool *pool = wp_test_pool(_i, 1);
+	int replaced = 0, round, rc;
+	wp_handle *h;
+
+	memset(&swap_old, 0, sizeof(swap_old));
+	memset(&swap_new, 0, sizeof(swap_new));
+	for (round = 0; round < SWAP_ROUNDS; round++) {
+		ck_assert_int_eq(wp_pool_register(pool, fail_at_once, NULL,
+						  &h), 0);
+		ck_assert_int_eq(wp_handle_on_exit(h, swap_old_exit,
+						   &swap_old), 0);
+		ck_assert_int_eq(wp_handle_add_event(h, NULL, NULL), 0);
+		rc = wp_handle_on_exit(h, swap_new_exit, &swap_new);
+		ck_assert_msg(rc == 0 || rc == -ECANCELED, "on_exit: %d", rc);
+		replaced += rc == 0;
+		wp_handle_free(h);
+	}
+	wp_pool_destroy(pool);
+	ck_assert_int_eq(atomic_load(&swap_old.mismatched) +
+			 atomic_load(&swap_new.mismatched), 0);
+	ck_assert_int_eq(atomic_load(&swap_new.new_runs), replaced);
+	ck_assert_int_eq(atomic_load(&swap_old.old_runs),
+			 SWAP_ROUNDS - replaced);
+}
+END_TEST
+
+/*
+ * Two threads replacing the exit callback at once, each with its own
+ * pair: whichever is in place when the handle ends runs with its own
+ * argument.
+ */
+struct replacer {
+	wp_handle *h;
+	wp_exit_fn fn;
+	void *arg;
+	atomic_int failed;
+};
+
+static void *replace_often(void *arg)
+{
+	struct replacer *r = arg;
+	int k;
+
+	for (k = 0; k < 1000; k++)
+		if (wp_handle_on_exit(r->h, r->fn, r->arg))
+			atomic_fetch_add(&r->failed, 1);
+	return NULL;
+}
+
+START_TEST(two_threads_replacing_the_exit_callback_keep_each_pair_whole)
+{
+	wp_pool *pool = wp_test_pool(_i, 1);
+	struct replacer r[2] = {
+		{ .fn = swap_old_exit, .arg = &swap_old },
+		{ .fn = swap_new_exit, .arg = &swap_new },
+	};
+	pthread_t t[2];
+	int round, k;
+	wp_handle *h;
+
+	memset(&swap_old, 0, sizeof(swap_old));
+	memset(&swap_new, 0, sizeof(swap_new));
+	for (round = 0; round < 20; round++) {
+		ck_assert_int_eq(wp_pool_register(pool, fail_at_once, NULL,
+						  &h), 0);
+		for (k = 0; k < 2; k++) {
+			r[k].h = h;
+			ck_assert_int_eq(pthread_create(&t[k], NULL,
+							replace_often, &r[k]),
+					 0);
+		}
+		for (k = 0; k < 2; k++)
+			pthread_join(t[k], NULL);
+		wp_handle_free(h);
+	}
+	wp_pool_destroy(pool);
+	ck_assert_int_eq(atomic_load(&r[0].failed) +
+			 atomic_load(&r[1].failed), 0);
+	ck_assert_int_eq(atomic_load(&swap_old.mismatched) +
+			 atomic_load(&swap_new.mismatched), 0);
+	ck_assert_int_eq(atomic_load(&swap_old.old_runs) +
+			 atomic_load(&swap_new.new_runs), 20);
+}
+END_TEST
+
 /* The error descriptor. */
 
 START_TEST(error_fd_is_made_on_first_request_only)
@@ -518,6 +643,10 @@ static Suite *exit_suite(void)
 	tc = wp_test_tcase("exactly once");
 	wp_test_add(tc, exit_after_error_is_not_repeated_by_unregister_or_stop);
 	wp_test_add(tc, a_handle_exits_exactly_once_whatever_races_to_end_it);
+	wp_test_add(tc,
+		    replacing_the_exit_callback_during_the_exit_keeps_fn_and_arg);
+	wp_test_add(tc,
+		    two_threads_replacing_the_exit_callback_keep_each_pair_whole);
 	suite_add_tcase(s, tc);
 
 	tc = wp_test_tcase("error fd");
