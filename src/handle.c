@@ -88,10 +88,29 @@ static int state_code(uint64_t st)
 }
 
 
-/* Counts a call in progress, so that free waits for it to finish. */
-void wp__handle_enter(struct wp_handle *h)
+/*
+ * Counts a call in progress, so that free waits for it to finish. The
+ * generation is read before the count is taken and checked after: a call
+ * that came in while h was being released, or after it was registered
+ * anew, leaves again. The count's increment and the magic's load are
+ * sequentially consistent, against wp__handle_release(), which clears
+ * the magic and then reads the count: one of the two sees the other.
+ */
+bool wp__handle_enter(struct wp_handle *h)
 {
+	uint64_t gen;
+
+	if (!h)
+		return false;
+	gen = atomic_load(&h->state) & WP__GEN_MASK;
+	if (!wp__handle_valid(h))
+		return false;
 	atomic_fetch_add(&h->users, 1);
+	if (atomic_load(&h->magic) == WP__HANDLE_MAGIC &&
+	    (atomic_load(&h->state) & WP__GEN_MASK) == gen)
+		return true;
+	wp__handle_leave(h);
+	return false;
 }
 
 void wp__handle_leave(struct wp_handle *h)
@@ -406,8 +425,7 @@ static bool release_step(struct wp__worker *w, struct wp_handle *h,
 	if (atomic_load(&h->users) || atomic_load(&h->wref) ||
 	    h->at > done)
 		return false;
-	wp__handle_release(h);
-	return true;
+	return wp__handle_release(h);
 }
 
 /*
@@ -604,10 +622,8 @@ int wp_handle_on_exit(wp_handle *h, wp_exit_fn fn, void *arg)
 	wp_exit_fn old;
 	int rc = 0;
 
-	if (!wp__handle_valid(h))
+	if (!wp__handle_enter(h))
 		return -EINVAL;
-
-	wp__handle_enter(h);
 	/*
 	 * The old callback is claimed before the argument is overwritten:
 	 * an exit meanwhile waits for the new pair instead of running the
@@ -638,10 +654,8 @@ out:
 
 void wp_handle_unregister(wp_handle *h)
 {
-	if (!wp__handle_valid(h))
+	if (!wp__handle_enter(h))
 		return;
-
-	wp__handle_enter(h);
 	handle_unregister(h);
 	wp__handle_leave(h);
 }
@@ -667,10 +681,8 @@ int wp_handle_unregister_graceful(wp_handle *h, wp_ctx *ctx)
 	uint64_t old, st;
 	int rc;
 
-	if (!wp__handle_valid(h) || (ctx && !wp__ctx_valid(ctx)))
+	if ((ctx && !wp__ctx_valid(ctx)) || !wp__handle_enter(h))
 		return -EINVAL;
-
-	wp__handle_enter(h);
 	old = atomic_load(&h->state);
 	do {
 		if ((old & WP__PHASE) != WP__LIVE)
@@ -704,7 +716,8 @@ int wp_handle_error_fd(wp_handle *h)
 	if (fd >= 0)
 		return fd;
 
-	wp__handle_enter(h);
+	if (!wp__handle_enter(h))
+		return -EINVAL;
 	fd = wp__eventfd(EFD_CLOEXEC | EFD_NONBLOCK);
 	if (fd < 0) {
 		fd = -errno;
@@ -746,23 +759,18 @@ static bool release_now(struct wp_handle *h)
 
 void wp_handle_free(wp_handle *h)
 {
-	if (!wp__handle_valid(h))
+	if (!wp__handle_enter(h))
 		return;
-
 	atomic_fetch_or(&h->state, WP__FREED);
-	wp__handle_enter(h);
 	handle_unregister(h);
 	wp__handle_leave(h);
 
-	if (wp__self != h->w && release_now(h)) {
-		wp__handle_release(h);
+	if (wp__self != h->w && release_now(h) && wp__handle_release(h))
 		return;
-	}
 	if (wp__handle_request(h, WP__CTL_FREE))
 		return;
 
 	/* The pool has stopped: only calls still in progress can remain. */
-	while (atomic_load(&h->users))
+	while (!wp__handle_release(h))
 		sched_yield();
-	wp__handle_release(h);
 }

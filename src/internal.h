@@ -344,7 +344,7 @@ int wp__worker_wait(struct wp__worker *w, wp_ctx *ctx,
 int wp__worker_wait_room(struct wp__worker *w, wp_ctx *ctx,
 			 struct wp_handle *h, uint64_t st);
 struct wp_handle *wp__handle_alloc(wp_pool *pool);
-void wp__handle_release(struct wp_handle *h);
+bool wp__handle_release(struct wp_handle *h);
 
 /* timer.c */
 void wp__timers_init(struct wp__worker *w);
@@ -358,8 +358,12 @@ void wp__timers_fini(wp_pool *pool);
 
 /* handle.c */
 bool wp__handle_valid(const struct wp_handle *h);
-/* Counts a call on h in progress: h is not released until it leaves. */
-void wp__handle_enter(struct wp_handle *h);
+/*
+ * Counts a call on h in progress: h is not released until it leaves.
+ * False, and not counted, when h is not (or no longer) a registered
+ * handle.
+ */
+bool wp__handle_enter(struct wp_handle *h);
 void wp__handle_leave(struct wp_handle *h);
 bool wp__handle_request(struct wp_handle *h, uint32_t what);
 void wp__handle_push(struct wp_handle *h, uint32_t what);

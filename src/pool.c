@@ -509,19 +509,37 @@ static bool handle_live(const struct wp_handle *h)
 	       WP__HANDLE_MAGIC;
 }
 
-/* Returns a handle nothing refers to any more to its pool. */
-void wp__handle_release(struct wp_handle *h)
+/*
+ * Returns a handle nothing refers to any more to its pool. False when a
+ * call entered it meanwhile: the handle stays, and the caller tries again
+ * once that call has left.
+ */
+bool wp__handle_release(struct wp_handle *h)
 {
 	wp_pool *pool = h->w->pool;
-	int fd = atomic_load(&h->efd);
+	int fd = -1;
+	bool gone;
 
+	pthread_mutex_lock(&pool->lock);
+	/*
+	 * Sequentially consistent, the store and the load: a call that
+	 * enters now either sees the magic gone or is counted here (see
+	 * wp__handle_enter).
+	 */
+	atomic_store(&h->magic, 0);
+	gone = !atomic_load(&h->users);
+	if (gone) {
+		/* No call can make the descriptor any more. */
+		fd = atomic_load(&h->efd);
+		h->link = pool->free_handles;
+		pool->free_handles = h;
+	} else {
+		atomic_store(&h->magic, WP__HANDLE_MAGIC);
+	}
+	pthread_mutex_unlock(&pool->lock);
 	if (fd >= 0)
 		close(fd);
-	pthread_mutex_lock(&pool->lock);
-	atomic_store_explicit(&h->magic, 0, memory_order_relaxed);
-	h->link = pool->free_handles;
-	pool->free_handles = h;
-	pthread_mutex_unlock(&pool->lock);
+	return gone;
 }
 
 /* ------------------------------------------------------------------ */
@@ -995,8 +1013,11 @@ int wp_pool_register(wp_pool *pool, wp_event_fn fn, void *arg,
 		return -ENOMEM;
 	}
 
-	/* Initialised under the lock: wp_pool_stop() walks live handles. */
-	atomic_store_explicit(&h->users, 0, memory_order_relaxed);
+	/*
+	 * Initialised under the lock: wp_pool_stop() walks live handles.
+	 * users is left alone: a late call on the old handle may still be
+	 * counted, and takes its count back itself (wp__handle_enter).
+	 */
 	atomic_store_explicit(&h->exit_fn, NULL, memory_order_relaxed);
 	h->exit_arg = NULL;
 	h->at = 0;

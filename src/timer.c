@@ -661,15 +661,15 @@ int wp_handle_set_timer(wp_handle *h, wp_ctx *ctx, uint64_t interval_ns,
 	struct wp__timer *t;
 	int rc;
 
-	if (!wp__handle_valid(h) || (interval_ns && !fn) ||
-	    (ctx && !wp__ctx_valid(ctx)))
+	if ((interval_ns && !fn) || (ctx && !wp__ctx_valid(ctx)))
 		return -EINVAL;
 
 	/*
 	 * Entered before the state is read: a free that comes later waits
 	 * for this call to leave before the handle can be registered anew.
 	 */
-	wp__handle_enter(h);
+	if (!wp__handle_enter(h))
+		return -EINVAL;
 	if (wp__handle_has_exited(h) || (atomic_load(&h->state) & WP__FREED)) {
 		rc = -ECANCELED;
 		goto out;
