@@ -515,10 +515,12 @@ static int handle_add(struct wp_handle *h, wp_ctx *ctx, void *const *ev,
 	uint64_t st;
 	int rc = 0;
 
-	if (!wp__handle_valid(h) || (ctx && !wp__ctx_valid(ctx)) || !ev ||
-	    n > INT32_MAX)
+	if (!h || (ctx && !wp__ctx_valid(ctx)) || !ev || n > INT32_MAX)
 		return -EINVAL;
+	/* The state before the magic, as in add_one(). */
 	st = atomic_load(&h->state);
+	if (!wp__handle_valid(h))
+		return -EINVAL;
 	if ((st & (WP__PHASE | WP__FREED)) != WP__LIVE)
 		return -ECANCELED;
 	if (!n)
@@ -555,17 +557,28 @@ static int handle_add(struct wp_handle *h, wp_ctx *ctx, void *const *ev,
 
 /*
  * One event with the pool's context, the common case, in one straight
- * line: 0, -ECANCELED as add_some() has it, or -EAGAIN when the queue is
- * full.
+ * line: 0, -EINVAL, -ECANCELED as add_some() has it, or -EAGAIN when the
+ * queue is full.
  */
 static int add_one(struct wp_handle *h, void *event)
 {
 	struct wp__item it = { h, event, 0 };
-	uint64_t st = atomic_load(&h->state);
 	struct wp__worker *w;
-	uint64_t pos;
+	uint64_t pos, st;
 	bool moved;
 
+	if (!h)
+		return -EINVAL;
+	/*
+	 * The state, with its generation, is read before the magic is
+	 * checked: should h be freed and registered anew after the check,
+	 * the state read again below tells, and the event does not go to
+	 * the new handle. The load's acquire keeps the magic's load after
+	 * it.
+	 */
+	st = atomic_load(&h->state);
+	if (!wp__handle_valid(h))
+		return -EINVAL;
 	if ((st & (WP__PHASE | WP__FREED)) != WP__LIVE)
 		return -ECANCELED;
 	/*
@@ -595,7 +608,7 @@ int wp_handle_add_event(wp_handle *h, wp_ctx *ctx, void *event)
 {
 	int rc;
 
-	if (!ctx && wp__handle_valid(h)) {
+	if (!ctx) {
 		rc = add_one(h, event);
 		if (rc != -EAGAIN)
 			return rc;
@@ -606,8 +619,6 @@ int wp_handle_add_event(wp_handle *h, wp_ctx *ctx, void *event)
 
 int wp_handle_try_add_event(wp_handle *h, void *event)
 {
-	if (!wp__handle_valid(h))
-		return -EINVAL;
 	return add_one(h, event);
 }
 
