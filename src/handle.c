@@ -362,9 +362,20 @@ void wp__handle_ctl(struct wp__worker *w, struct wp_handle *h)
 	 * let in lies below the tail read now (see the top of this file).
 	 */
 	if (what & WP__CTL_CLOSE) {
-		h->at = atomic_load(&w->q.tail);
-		h->link = w->closing;
-		w->closing = h;
+		/*
+		 * A close whose handle another call exited meanwhile has
+		 * nothing to drain. It must not be linked either: a free
+		 * served before it may have put h on the releasing list,
+		 * whose link the closing list shares.
+		 */
+		if (wp__handle_has_exited(h)) {
+			atomic_fetch_sub(&h->wref, 1);
+			wp__worker_kick(w);
+		} else {
+			h->at = atomic_load(&w->q.tail);
+			h->link = w->closing;
+			w->closing = h;
+		}
 	}
 	if (what & WP__CTL_FREE) {
 		/* A closing handle being freed no longer waits to close. */
