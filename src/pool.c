@@ -331,11 +331,13 @@ static uint64_t spin_budget(struct wp__worker *w, bool *probe)
 static bool worker_spin(struct wp__worker *w, uint64_t start,
 			uint64_t budget)
 {
-	uint64_t until = start + budget, yield_at = start + WP__SPIN_YIELD_NS;
+	uint64_t until, yield_at = start + WP__SPIN_YIELD_NS;
 	uint64_t now;
 
 	if (!budget)
 		return false;
+	/* A budget past the clock's range polls until work comes. */
+	until = budget > UINT64_MAX - start ? UINT64_MAX : start + budget;
 	while (!worker_has_work(w)) {
 		now = wp__now_ns();
 		if (budget != WP_SPIN_FOREVER && now >= until)

@@ -565,6 +565,49 @@ START_TEST(go_after_stop_returns_eshutdown)
 }
 END_TEST
 
+/* CPU time the thread t has used, in milliseconds. */
+static double thread_cpu_ms(pthread_t t)
+{
+	struct timespec ts;
+	clockid_t id;
+
+	ck_assert_int_eq(pthread_getcpuclockid(t, &id), 0);
+	ck_assert_int_eq(clock_gettime(id, &ts), 0);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* CPU time an idle worker spends over 100 ms, with the given spin. */
+static double idle_worker_cpu_ms(int i, uint64_t spin_ns)
+{
+	struct wp_pool_options opt;
+	wp_pool *pool = NULL;
+	pthread_t t;
+	double before;
+
+	wp_pool_options_init(&opt);
+	opt.backend = wp_test_backend(i);
+	opt.workers = 1;
+	opt.spin_ns = spin_ns;
+	ck_assert_int_eq(wp_pool_create(&pool, &opt), 0);
+	ck_assert_int_eq(wp_pool_start(pool), 0);
+	t = wp_test_worker_thread(pool);
+	wp_test_sleep_ms(10);
+	before = thread_cpu_ms(t);
+	wp_test_sleep_ms(100);
+	before = thread_cpu_ms(t) - before;
+	wp_pool_destroy(pool);
+	return before;
+}
+
+START_TEST(a_spin_longer_than_the_clocks_range_keeps_polling)
+{
+	/* Polling spends the CPU it does not yield; sleeping spends none. */
+	ck_assert_double_lt(idle_worker_cpu_ms(_i, 0), 20);
+	ck_assert_double_gt(idle_worker_cpu_ms(_i, WP_SPIN_FOREVER), 40);
+	ck_assert_double_gt(idle_worker_cpu_ms(_i, UINT64_MAX - 2), 40);
+}
+END_TEST
+
 static Suite *pool_suite(void)
 {
 	Suite *s = suite_create("pool");
@@ -573,6 +616,7 @@ static Suite *pool_suite(void)
 	tc = wp_test_tcase("options");
 	tcase_add_test(tc, options_init_fills_the_defaults);
 	wp_test_add(tc, zero_workers_means_one_per_online_cpu);
+	wp_test_add(tc, a_spin_longer_than_the_clocks_range_keeps_polling);
 	wp_test_add(tc, pool_has_the_workers_asked_for);
 	wp_test_add(tc, forced_backend_is_used_and_reason_is_zero);
 	wp_test_add(tc, auto_backend_honours_the_environment);
