@@ -264,7 +264,8 @@ WP_API int wp_handle_try_add_event(wp_handle *h, void *event);
 /*
  * Queues n events that run in array order, blocking like
  * wp_handle_add_event() while the queue is full. Returns the number
- * queued: n, or fewer when the handle exited or ctx ended part way. If
+ * queued: n, or fewer when the handle exited or ctx ended part way, or
+ * when, called on the handle's worker, the queue filled part way. If
  * none was queued, returns the error wp_handle_add_event() would have.
  */
 WP_API int wp_handle_add_events(wp_handle *h, wp_ctx *ctx,

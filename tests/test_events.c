@@ -687,6 +687,47 @@ START_TEST(worker_adding_to_its_own_full_queue_gets_edeadlk)
 }
 END_TEST
 
+/* A batch from the handle's own worker stops where its queue fills. */
+
+struct self_batch {
+	wp_handle *h;
+	atomic_int rc;
+	atomic_int calls;
+};
+
+static int batch_into_own_queue(wp_ctx *ctx, void *event, void *arg)
+{
+	struct self_batch *s = arg;
+	void *events[8] = { NULL };
+
+	(void)ctx;
+	if (event == FILL)
+		atomic_store(&s->rc, wp_handle_add_events(s->h, NULL, events,
+							  8));
+	else
+		atomic_fetch_add(&s->calls, 1);
+	return 0;
+}
+
+START_TEST(a_batch_from_the_handles_worker_stops_where_its_queue_fills)
+{
+	wp_pool *pool = wp_test_pool_opts(_i, 1, 4, true);
+	struct self_batch s = { .rc = -1 };
+
+	ck_assert_int_eq(wp_pool_register(pool, batch_into_own_queue, &s,
+					  &s.h), 0);
+	ck_assert_int_eq(wp_handle_add_event(s.h, NULL, FILL), 0);
+	ck_assert(wp_test_wait_atleast(&s.rc, 1));
+	ck_assert(wp_test_wait_atleast(&s.calls, atomic_load(&s.rc)));
+	/* Cut short by the full queue, not by an exit. */
+	ck_assert(!wp_handle_exited(s.h));
+
+	wp_pool_destroy(pool);
+	ck_assert_int_eq(atomic_load(&s.rc), 4);
+	ck_assert_int_eq(atomic_load(&s.calls), 4);
+}
+END_TEST
+
 /*
  * A handler that adds to a handle on another, sleeping worker wakes that
  * worker at once: it need not return first. Here it waits, still inside
@@ -823,6 +864,8 @@ static Suite *events_suite(void)
 	wp_test_add(tc, go_to_a_full_queue_gives_up_when_its_ctx_times_out);
 	wp_test_add(tc, go_to_a_full_queue_gives_up_when_the_pool_stops);
 	wp_test_add(tc, worker_adding_to_its_own_full_queue_gets_edeadlk);
+	wp_test_add(tc,
+		    a_batch_from_the_handles_worker_stops_where_its_queue_fills);
 	suite_add_tcase(s, tc);
 
 	return s;
