@@ -247,7 +247,10 @@ WP_API int wp_pool_register(wp_pool *pool, wp_event_fn fn, void *arg,
  * Queues event for the handle's handler. Events added by one thread run
  * in the order added. While the worker's queue is full the call blocks
  * until space frees or ctx ends; ctx may be NULL, and the handler then
- * receives the pool's context.
+ * receives the pool's context. A callback that blocks here for a handle
+ * of another worker holds its own worker meanwhile, so two workers must
+ * not wait for room in each other's queues at the same time: each would
+ * wait until its ctx ends, or for ever without one.
  *
  * Returns 0, -EINVAL, -ECANCELED (the handle has exited or is closing),
  * -EDEADLK (called on the handle's worker while its queue is full), or the

@@ -729,6 +729,69 @@ START_TEST(a_batch_from_the_handles_worker_stops_where_its_queue_fills)
 END_TEST
 
 /*
+ * Two workers whose callbacks each wait for room in the other's full
+ * queue hold each other until their contexts end.
+ */
+struct mutual {
+	wp_handle *h[2];
+	wp_ctx *ctx;
+	atomic_int inside;
+	atomic_int rc[2];
+};
+
+static int add_to_the_other(wp_ctx *ctx, void *event, void *arg)
+{
+	struct mutual *m = arg;
+	void *two[2] = { NULL, NULL };
+	int me = (int)(uintptr_t)event - 1;
+
+	(void)ctx;
+	if (me < 0)
+		return 0;
+	atomic_fetch_add(&m->inside, 1);
+	wp_test_wait_atleast(&m->inside, 2);
+	atomic_store(&m->rc[me], wp_handle_add_events(m->h[!me], m->ctx,
+						      two, 2));
+	return 0;
+}
+
+START_TEST(workers_waiting_for_room_in_each_others_queues_wait_for_ctx)
+{
+	wp_pool *pool = wp_test_pool_opts(_i, 2, 2, false);
+	struct mutual m = { .rc = { -1, -1 } };
+	uint64_t start;
+	int k;
+
+	m.ctx = wp_test_ctx_ms(NULL, 200);
+	for (k = 0; k < 2; k++)
+		ck_assert_int_eq(wp_pool_register(pool, add_to_the_other, &m,
+						  &m.h[k]), 0);
+	ck_assert(wp_pool_workers(pool) == 2);
+	/* Each queue: the event that adds to the other, and one more. */
+	for (k = 0; k < 2; k++) {
+		ck_assert_int_eq(wp_handle_add_event(m.h[k], NULL,
+				 (void *)(uintptr_t)(k + 1)), 0);
+		ck_assert_int_eq(wp_handle_add_event(m.h[k], NULL, NULL), 0);
+	}
+	start = wp_test_now_ns();
+	ck_assert_int_eq(wp_pool_start(pool), 0);
+	ck_assert(wp_test_wait_atleast(&m.rc[0], 0));
+	ck_assert(wp_test_wait_atleast(&m.rc[1], 0));
+
+	/*
+	 * Each queued the one event that fitted, then waited for ctx; the
+	 * first to give up frees room for the other, which may then finish.
+	 */
+	ck_assert_uint_ge(wp_test_now_ns() - start, 150000000u);
+	ck_assert_int_ge(atomic_load(&m.rc[0]), 1);
+	ck_assert_int_ge(atomic_load(&m.rc[1]), 1);
+	ck_assert(atomic_load(&m.rc[0]) == 1 || atomic_load(&m.rc[1]) == 1);
+	wp_pool_destroy(pool);
+	wp_ctx_release(m.ctx);
+}
+END_TEST
+
+/*
  * A handler that adds to a handle on another, sleeping worker wakes that
  * worker at once: it need not return first. Here it waits, still inside
  * its callback, until the other handle's event has run.
@@ -866,6 +929,8 @@ static Suite *events_suite(void)
 	wp_test_add(tc, worker_adding_to_its_own_full_queue_gets_edeadlk);
 	wp_test_add(tc,
 		    a_batch_from_the_handles_worker_stops_where_its_queue_fills);
+	wp_test_add(tc,
+		    workers_waiting_for_room_in_each_others_queues_wait_for_ctx);
 	suite_add_tcase(s, tc);
 
 	return s;
