@@ -86,6 +86,25 @@ $(BUILD)/tests/%: tests/%.c $(TEST_HDRS) $(STATIC)
 	$(CC) $(BASE) $(CHECK_CFLAGS) $(CFLAGS) $(SANFLAGS) $< -o $@ \
 		$(STATIC) $(PKG_LIBS) $(CHECK_LIBS) -lm
 
+# A copy of the library with its pause points in (src/pause.h), for the
+# tests that force an interleaving; the library built for use has none.
+PAUSE_OBJS := $(SRCS:src/%.c=$(BUILD)/pause/%.o)
+PAUSE_STATIC := $(BUILD)/libworkerpool-pause.a
+
+$(BUILD)/pause/%.o: src/%.c $(HDRS) | $(DEPS_OK)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE) $(LIBFLAGS) -DWP_PAUSE_POINTS $(PKG_CFLAGS) $(CFLAGS) \
+		$(SANFLAGS) -c $< -o $@
+
+$(PAUSE_STATIC): $(PAUSE_OBJS)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/tests/test_races: tests/test_races.c $(TEST_HDRS) src/pause.h \
+		$(PAUSE_STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE) -DWP_PAUSE_POINTS $(CHECK_CFLAGS) $(CFLAGS) $(SANFLAGS) \
+		$< -o $@ $(PAUSE_STATIC) $(PKG_LIBS) $(CHECK_LIBS) -lm
+
 # Every test program runs each of its tests once per backend.
 check: $(TESTS)
 	@sh scripts/run-tests.sh $(TESTS)

@@ -105,6 +105,7 @@ bool wp__handle_enter(struct wp_handle *h)
 	gen = atomic_load(&h->state) & WP__GEN_MASK;
 	if (!wp__handle_valid(h))
 		return false;
+	WP__PAUSE(WP__PAUSE_ENTER);
 	atomic_fetch_add(&h->users, 1);
 	if (atomic_load(&h->magic) == WP__HANDLE_MAGIC &&
 	    (atomic_load(&h->state) & WP__GEN_MASK) == gen)
@@ -414,6 +415,7 @@ static bool close_step(struct wp__worker *w, struct wp_handle *h,
 	}
 	if (h->at > done)
 		return false;
+	WP__PAUSE(WP__PAUSE_CLOSE);
 
 	/*
 	 * The reference is dropped only once the exit is decided: until
@@ -592,6 +594,7 @@ static int add_one(struct wp_handle *h, void *event)
 		return -EINVAL;
 	if ((st & (WP__PHASE | WP__FREED)) != WP__LIVE)
 		return -ECANCELED;
+	WP__PAUSE(WP__PAUSE_ADD_CHECKED);
 	/*
 	 * The worker is read after the state: should the handle be freed
 	 * and registered anew meanwhile, the state read again below has
@@ -711,6 +714,7 @@ int wp_handle_unregister_graceful(wp_handle *h, wp_ctx *ctx)
 			break;
 		st = (old & ~(uint64_t)WP__PHASE) | WP__CLOSING;
 	} while (!atomic_compare_exchange_weak(&h->state, &old, st));
+	WP__PAUSE(WP__PAUSE_CLOSE_ASK);
 
 	if ((old & WP__PHASE) == WP__EXITED ||
 	    ((old & WP__PHASE) == WP__LIVE &&

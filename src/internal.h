@@ -61,6 +61,7 @@ void wp__ctx_watch(wp_ctx *ctx, struct wp__waiter *wt,
 		   _Atomic uint32_t *word);
 void wp__ctx_unwatch(wp_ctx *ctx, struct wp__waiter *wt);
 
+#include "pause.h"
 #include "queue.h"
 
 /* ------------------------------------------------------------------ */

@@ -3,36 +3,9 @@
  * Unregistering: immediate and graceful, from any thread or callback, and
  * freeing a handle while other threads are still adding to it.
  */
-#include <dlfcn.h>
 #include <sched.h>
 
 #include "harness.h"
-
-/*
- * A thread that sets stall_lock waits for that gate in its next
- * pthread_mutex_lock(): the library takes its pool lock there to hand a
- * request to the worker, so the wait widens the window between a call's
- * state change and its request. ThreadSanitizer wraps the function
- * itself; under it the window keeps its natural width.
- */
-static _Thread_local struct wp_test_gate *stall_lock;
-
-#if !defined(__SANITIZE_THREAD__)
-int pthread_mutex_lock(pthread_mutex_t *m)
-{
-	static int (*_Atomic real)(pthread_mutex_t *);
-	struct wp_test_gate *g = stall_lock;
-
-	if (!atomic_load(&real))
-		atomic_store(&real, (int (*)(pthread_mutex_t *))
-			     dlsym(RTLD_NEXT, "pthread_mutex_lock"));
-	if (g) {
-		stall_lock = NULL;
-		wp_test_gate_wait(g);
-	}
-	return atomic_load(&real)(m);
-}
-#endif
 
 /*
  * A handle whose first event holds its worker until the gate opens, and
@@ -1124,90 +1097,6 @@ START_TEST(free_while_adds_are_in_flight_is_safe)
 }
 END_TEST
 
-/*
- * A graceful unregister that hands its close request to the worker only
- * after a free of the same handle has been served, while another handle
- * is closing: the late request must not touch the other handle.
- */
-struct late_close {
-	struct wp_test_gate stall;
-	wp_handle *h;
-	wp_handle *closing;
-	atomic_int h_rc;
-	atomic_int closing_rc;
-};
-
-static int slow_event(wp_ctx *ctx, void *event, void *arg)
-{
-	(void)ctx;
-	(void)event;
-	(void)arg;
-	usleep(100);
-	return 0;
-}
-
-static void *graceful_stalled(void *arg)
-{
-	struct late_close *l = arg;
-
-	stall_lock = &l->stall;
-	atomic_store(&l->h_rc, wp_handle_unregister_graceful(l->h, NULL));
-	return NULL;
-}
-
-static void *graceful_closing(void *arg)
-{
-	struct late_close *l = arg;
-
-	atomic_store(&l->closing_rc,
-		     wp_handle_unregister_graceful(l->closing, NULL));
-	return NULL;
-}
-
-START_TEST(graceful_racing_free_leaves_other_closing_handles_alone)
-{
-	wp_pool *pool = wp_test_pool(_i, 1);
-	struct late_close l = { .h_rc = 1, .closing_rc = 1 };
-	wp_handle *busy, *fresh[2];
-	pthread_t tg, tc;
-	int k;
-
-	wp_test_gate_init(&l.stall);
-	ck_assert_int_eq(wp_pool_register(pool, slow_event, NULL, &l.h), 0);
-	ck_assert_int_eq(wp_pool_register(pool, slow_event, NULL,
-					  &l.closing), 0);
-	ck_assert_int_eq(wp_pool_register(pool, slow_event, NULL, &busy), 0);
-	/* About 200 ms of work keeps the other handle closing meanwhile. */
-	for (k = 0; k < 2000; k++)
-		ck_assert_int_eq(wp_handle_add_event(busy, NULL, NULL), 0);
-	wp_test_thread(&tc, graceful_closing, &l);
-	wait_until_closing(l.closing);
-	wp_test_thread(&tg, graceful_stalled, &l);
-	wait_until_closing(l.h);
-
-	wp_handle_free(l.h);
-	wp_test_sleep_ms(30);	/* the worker serves the free */
-	wp_test_gate_open(&l.stall);
-	wp_test_join(tg);
-	wp_test_join(tc);
-	ck_assert_int_eq(atomic_load(&l.h_rc), -ECANCELED);
-	ck_assert_int_eq(atomic_load(&l.closing_rc), 0);
-
-	/* The other handle was never freed: no registration may reuse it. */
-	wp_test_sleep_ms(10);
-	for (k = 0; k < 2; k++) {
-		ck_assert_int_eq(wp_pool_register(pool, slow_event, NULL,
-						  &fresh[k]), 0);
-		ck_assert_ptr_ne(fresh[k], l.closing);
-	}
-	ck_assert_int_eq(wp_handle_error(l.closing), 0);
-	ck_assert(wp_handle_exited(l.closing));
-
-	wp_pool_destroy(pool);
-	wp_test_gate_destroy(&l.stall);
-}
-END_TEST
-
 static Suite *unregister_suite(void)
 {
 	Suite *s = suite_create("unregister");
@@ -1247,8 +1136,6 @@ static Suite *unregister_suite(void)
 		    racing_exits_and_a_stop_all_return_after_the_exit_callback);
 	wp_test_add(tc, adders_racing_unregister_all_end_with_ecanceled);
 	wp_test_add(tc, free_while_adds_are_in_flight_is_safe);
-	wp_test_add(tc,
-		    graceful_racing_free_leaves_other_closing_handles_alone);
 	suite_add_tcase(s, tc);
 
 	return s;
