@@ -895,6 +895,9 @@ static bool pool_pending(wp_pool *pool)
  */
 static void pool_finish(wp_pool *pool)
 {
+	/* This thread may be a worker of another pool, or finishing one. */
+	const wp_pool *outer = finishing;
+	struct wp__worker *self = wp__self;
 	unsigned i;
 
 	finishing = pool;
@@ -903,7 +906,7 @@ static void pool_finish(wp_pool *pool)
 			/* Callbacks run here see the worker as theirs. */
 			wp__self = &pool->workers[i];
 			worker_finish(wp__self);
-			wp__self = NULL;
+			wp__self = self;
 		}
 		pthread_mutex_lock(&pool->lock);
 		if (!pool_pending(pool)) {
@@ -913,7 +916,7 @@ static void pool_finish(wp_pool *pool)
 		}
 		pthread_mutex_unlock(&pool->lock);
 	}
-	finishing = NULL;
+	finishing = outer;
 }
 
 int wp_pool_stop(wp_pool *pool)

@@ -504,6 +504,71 @@ START_TEST(run_and_stop_from_a_worker_return_edeadlk)
 }
 END_TEST
 
+/*
+ * A task that stops and destroys another pool: that pool's leftovers are
+ * served on this worker's thread, which must stay this pool's worker
+ * afterwards, in the same callback and in the next.
+ */
+static int never_runs(wp_ctx *ctx, void *event, void *arg)
+{
+	(void)ctx;
+	(void)event;
+	(void)arg;
+	ck_abort_msg("no event was added");
+	return 0;
+}
+
+struct other_pool {
+	wp_pool *pool;
+	wp_pool *other;
+	wp_ctx *ctx;
+	atomic_int stop_rc;
+	atomic_int run_rc[2];
+	atomic_int done;
+};
+
+static void stop_the_other_pool(void *arg)
+{
+	struct other_pool *o = arg;
+
+	atomic_store(&o->stop_rc, wp_pool_stop(o->other));
+	wp_pool_destroy(o->other);
+	atomic_store(&o->run_rc[0], wp_pool_run(o->pool, o->ctx));
+	atomic_fetch_add(&o->done, 1);
+}
+
+static void run_here(void *arg)
+{
+	struct other_pool *o = arg;
+
+	atomic_store(&o->run_rc[1], wp_pool_run(o->pool, o->ctx));
+	atomic_fetch_add(&o->done, 1);
+}
+
+START_TEST(stopping_another_pool_from_a_worker_keeps_it_a_worker)
+{
+	struct other_pool o = { .pool = wp_test_pool(_i, 1),
+				.other = wp_test_pool(_i, 2) };
+	wp_handle *h = NULL;
+
+	/* A handle, so that the other pool's stop has an exit to serve. */
+	ck_assert_int_eq(wp_pool_register(o.other, never_runs, NULL,
+					  &h), 0);
+	ck_assert_int_eq(wp_ctx_create(&o.ctx, NULL), 0);
+	ck_assert_int_eq(wp_pool_go(o.pool, NULL, stop_the_other_pool, &o),
+			 0);
+	ck_assert(wp_test_wait_atleast(&o.done, 1));
+	ck_assert_int_eq(wp_pool_go(o.pool, NULL, run_here, &o), 0);
+	ck_assert(wp_test_wait_atleast(&o.done, 2));
+
+	ck_assert_int_eq(atomic_load(&o.stop_rc), 0);
+	ck_assert_int_eq(atomic_load(&o.run_rc[0]), -EDEADLK);
+	ck_assert_int_eq(atomic_load(&o.run_rc[1]), -EDEADLK);
+	wp_ctx_release(o.ctx);
+	wp_pool_destroy(o.pool);
+}
+END_TEST
+
 /* wp_pool_go(). */
 
 struct tasks {
@@ -644,6 +709,7 @@ static Suite *pool_suite(void)
 		    run_returns_when_its_ctx_is_cancelled_from_another_thread);
 	wp_test_add(tc, run_on_a_started_pool_returns_ealready);
 	wp_test_add(tc, run_and_stop_from_a_worker_return_edeadlk);
+	wp_test_add(tc, stopping_another_pool_from_a_worker_keeps_it_a_worker);
 	suite_add_tcase(s, tc);
 
 	tc = wp_test_tcase("go");
