@@ -187,7 +187,9 @@ WP_API int wp_pool_stop(wp_pool *pool);
 /*
  * Stops the pool if needed and frees it, together with every handle not
  * yet freed: handle pointers are invalid afterwards. Must not be called
- * from a worker or while other threads still use the pool.
+ * while other threads still use the pool. Called from a worker, or from
+ * an exit callback of the pool's handles wherever it runs, it does
+ * nothing.
  */
 WP_API void wp_pool_destroy(wp_pool *pool);
 

@@ -39,6 +39,11 @@
  */
 static _Thread_local const struct wp_handle *running_exit;
 
+bool wp__handle_in_exit_of(const wp_pool *pool)
+{
+	return running_exit && running_exit->w->pool == pool;
+}
+
 /* Marks an exit callback as taken: it has run or never will. */
 static void exit_taken(int err, void *arg)
 {

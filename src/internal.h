@@ -373,5 +373,7 @@ bool wp__handle_exit(struct wp_handle *h, int code);
 void wp__handle_run_exit(struct wp_handle *h);
 void wp__handle_ctl(struct wp__worker *w, struct wp_handle *h);
 void wp__handle_lists(struct wp__worker *w, bool stopping);
+/* Whether this thread runs an exit callback of a handle of pool. */
+bool wp__handle_in_exit_of(const wp_pool *pool);
 
 #endif

@@ -976,7 +976,12 @@ void wp_pool_destroy(wp_pool *pool)
 	unsigned i;
 	int fd;
 
-	if (!pool_valid(pool) || on_worker_of(pool))
+	/*
+	 * Nor from an exit callback that runs on the calling thread: the
+	 * call that runs it still uses the handle, which would be freed.
+	 */
+	if (!pool_valid(pool) || on_worker_of(pool) ||
+	    wp__handle_in_exit_of(pool))
 		return;
 	wp_pool_stop(pool);
 

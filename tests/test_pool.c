@@ -569,6 +569,43 @@ START_TEST(stopping_another_pool_from_a_worker_keeps_it_a_worker)
 }
 END_TEST
 
+/*
+ * A never-started pool runs an exit callback on the thread that caused
+ * the exit. Destroying the pool from there would free the handle under
+ * the call still running on it: the destroy does nothing.
+ */
+struct destroy_in_exit {
+	wp_pool *pool;
+	atomic_int exits;
+};
+
+static void destroy_the_pool(int err, void *arg)
+{
+	struct destroy_in_exit *d = arg;
+
+	(void)err;
+	wp_pool_destroy(d->pool);
+	atomic_fetch_add(&d->exits, 1);
+}
+
+START_TEST(destroy_inside_an_exit_callback_is_refused)
+{
+	struct destroy_in_exit d = { .pool = wp_test_pool_opts(_i, 1, 0,
+							       false) };
+	wp_handle *h = NULL;
+
+	ck_assert_int_eq(wp_pool_register(d.pool, never_runs, NULL,
+					  &h), 0);
+	ck_assert_int_eq(wp_handle_on_exit(h, destroy_the_pool, &d), 0);
+	wp_handle_free(h);
+	ck_assert_int_eq(atomic_load(&d.exits), 1);
+
+	ck_assert_uint_eq(wp_pool_workers(d.pool), 1);
+	ck_assert_int_eq(wp_pool_start(d.pool), 0);
+	wp_pool_destroy(d.pool);
+}
+END_TEST
+
 /* wp_pool_go(). */
 
 struct tasks {
@@ -710,6 +747,7 @@ static Suite *pool_suite(void)
 	wp_test_add(tc, run_on_a_started_pool_returns_ealready);
 	wp_test_add(tc, run_and_stop_from_a_worker_return_edeadlk);
 	wp_test_add(tc, stopping_another_pool_from_a_worker_keeps_it_a_worker);
+	wp_test_add(tc, destroy_inside_an_exit_callback_is_refused);
 	suite_add_tcase(s, tc);
 
 	tc = wp_test_tcase("go");
