@@ -709,7 +709,7 @@ static int batch_into_own_queue(wp_ctx *ctx, void *event, void *arg)
 	return 0;
 }
 
-START_TEST(a_batch_from_the_handles_worker_stops_where_its_queue_fills)
+START_TEST(a_batch_on_its_own_worker_stops_where_the_queue_fills)
 {
 	wp_pool *pool = wp_test_pool_opts(_i, 1, 4, true);
 	struct self_batch s = { .rc = -1 };
@@ -755,7 +755,7 @@ static int add_to_the_other(wp_ctx *ctx, void *event, void *arg)
 	return 0;
 }
 
-START_TEST(workers_waiting_for_room_in_each_others_queues_wait_for_ctx)
+START_TEST(workers_waiting_on_each_others_full_queues_wait_for_ctx)
 {
 	wp_pool *pool = wp_test_pool_opts(_i, 2, 2, false);
 	struct mutual m = { .rc = { -1, -1 } };
@@ -928,9 +928,9 @@ static Suite *events_suite(void)
 	wp_test_add(tc, go_to_a_full_queue_gives_up_when_the_pool_stops);
 	wp_test_add(tc, worker_adding_to_its_own_full_queue_gets_edeadlk);
 	wp_test_add(tc,
-		    a_batch_from_the_handles_worker_stops_where_its_queue_fills);
+		    a_batch_on_its_own_worker_stops_where_the_queue_fills);
 	wp_test_add(tc,
-		    workers_waiting_for_room_in_each_others_queues_wait_for_ctx);
+		    workers_waiting_on_each_others_full_queues_wait_for_ctx);
 	suite_add_tcase(s, tc);
 
 	return s;

@@ -357,7 +357,7 @@ static int fail_at_once(wp_ctx *ctx, void *event, void *arg)
 	return -1;
 }
 
-START_TEST(replacing_the_exit_callback_during_the_exit_keeps_fn_and_arg)
+START_TEST(an_exit_callback_replaced_during_the_exit_keeps_its_arg)
 {
 	wp_pool *pool = wp_test_pool(_i, 1);
 	int replaced = 0, round, rc;
@@ -408,7 +408,7 @@ static void *replace_often(void *arg)
 	return NULL;
 }
 
-START_TEST(two_threads_replacing_the_exit_callback_keep_each_pair_whole)
+START_TEST(two_threads_replacing_the_exit_callback_keep_pairs_whole)
 {
 	wp_pool *pool = wp_test_pool(_i, 1);
 	struct replacer r[2] = {
@@ -644,9 +644,9 @@ static Suite *exit_suite(void)
 	wp_test_add(tc, exit_after_error_is_not_repeated_by_unregister_or_stop);
 	wp_test_add(tc, a_handle_exits_exactly_once_whatever_races_to_end_it);
 	wp_test_add(tc,
-		    replacing_the_exit_callback_during_the_exit_keeps_fn_and_arg);
+		    an_exit_callback_replaced_during_the_exit_keeps_its_arg);
 	wp_test_add(tc,
-		    two_threads_replacing_the_exit_callback_keep_each_pair_whole);
+		    two_threads_replacing_the_exit_callback_keep_pairs_whole);
 	suite_add_tcase(s, tc);
 
 	tc = wp_test_tcase("error fd");

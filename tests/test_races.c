@@ -151,7 +151,7 @@ static void *unregister_held(void *arg)
 	return NULL;
 }
 
-START_TEST(an_unregister_held_before_it_counts_leaves_the_new_handle_alive)
+START_TEST(an_unregister_held_before_counting_spares_the_new_handle)
 {
 	wp_pool *pool = wp_test_pool(_i, 1);
 	struct counted old = { 0 }, c = { 0 };
@@ -204,7 +204,7 @@ END_TEST
 
 /* Closing. */
 
-START_TEST(a_graceful_close_held_before_its_exit_spares_the_next_handle)
+START_TEST(a_close_held_before_its_exit_spares_the_next_handle)
 {
 	wp_pool *pool = wp_test_pool(_i, 1);
 	struct counted old = { .close_on_event = true }, c = { 0 };
@@ -310,13 +310,14 @@ static Suite *races_suite(void)
 	TCase *tc;
 
 	tc = wp_test_tcase("freed while held");
-	wp_test_add(tc, an_add_held_while_its_handle_is_freed_misses_the_new_one);
 	wp_test_add(tc,
-		    an_unregister_held_before_it_counts_leaves_the_new_handle_alive);
+		    an_add_held_while_its_handle_is_freed_misses_the_new_one);
+	wp_test_add(tc,
+		    an_unregister_held_before_counting_spares_the_new_handle);
 	wp_test_add(tc, an_on_exit_held_before_it_counts_is_refused);
+	wp_test_add(tc, a_close_held_before_its_exit_spares_the_next_handle);
 	wp_test_add(tc,
-		    a_graceful_close_held_before_its_exit_spares_the_next_handle);
-	wp_test_add(tc, a_graceful_close_asked_after_a_free_spares_other_closes);
+		    a_graceful_close_asked_after_a_free_spares_other_closes);
 	suite_add_tcase(s, tc);
 	return s;
 }
