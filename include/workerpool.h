@@ -166,7 +166,8 @@ WP_API int wp_pool_start(wp_pool *pool);
 /*
  * Starts the pool, blocks until ctx ends, then stops the pool. Returns 0
  * once the pool has stopped because ctx ended, or an error of
- * wp_pool_start(). May not be called from a worker (-EDEADLK).
+ * wp_pool_start(). May not be called from a worker, nor from an exit
+ * callback of the pool's handles wherever it runs (-EDEADLK).
  */
 WP_API int wp_pool_run(wp_pool *pool, wp_ctx *ctx);
 
@@ -179,8 +180,9 @@ WP_API int wp_pool_run(wp_pool *pool, wp_ctx *ctx);
  * the end) run on the calling thread, along with whatever they ask of
  * the pool's workers.
  *
- * Blocks. Returns 0, -EINVAL, or -EDEADLK from a worker thread. A second
- * call returns 0 at once.
+ * Blocks. Returns 0, -EINVAL, or -EDEADLK from a worker thread or from
+ * an exit callback of the pool's handles while the pool runs (the stop
+ * would wait for that callback). A second call returns 0 at once.
  */
 WP_API int wp_pool_stop(wp_pool *pool);
 

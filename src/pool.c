@@ -934,6 +934,14 @@ int wp_pool_stop(wp_pool *pool)
 		goto out;
 
 	running = atomic_load(&pool->state) == WP__POOL_RUNNING;
+	/*
+	 * An exit callback that runs on this thread finishes only once it
+	 * returns, and a running pool's stop waits for every exit.
+	 */
+	if (running && wp__handle_in_exit_of(pool)) {
+		pthread_mutex_unlock(&pool->stop_lock);
+		return -EDEADLK;
+	}
 	wp_ctx_cancel(pool->ctx);
 	pool_exit_handles(pool);
 	/* Tasks waiting for room give up on a stopping pool: tell them. */
@@ -956,7 +964,8 @@ int wp_pool_run(wp_pool *pool, wp_ctx *ctx)
 
 	if (!pool_valid(pool) || !wp__ctx_valid(ctx))
 		return -EINVAL;
-	if (on_worker_of(pool))
+	/* Its stop would wait for the exit callback that runs here. */
+	if (on_worker_of(pool) || wp__handle_in_exit_of(pool))
 		return -EDEADLK;
 	rc = wp_pool_start(pool);
 	if (rc)

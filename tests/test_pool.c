@@ -606,6 +606,53 @@ START_TEST(destroy_inside_an_exit_callback_is_refused)
 }
 END_TEST
 
+/*
+ * An exit callback run on the thread that caused the exit cannot wait for
+ * a stop: the stop waits for that very callback. Running the pool from
+ * there, or stopping it once started, is refused.
+ */
+struct run_in_exit {
+	wp_pool *pool;
+	wp_ctx *ctx;
+	atomic_int run_rc;
+	atomic_int start_rc;
+	atomic_int stop_rc;
+	atomic_int exits;
+};
+
+static void run_the_pool(int err, void *arg)
+{
+	struct run_in_exit *r = arg;
+
+	(void)err;
+	atomic_store(&r->run_rc, wp_pool_run(r->pool, r->ctx));
+	atomic_store(&r->start_rc, wp_pool_start(r->pool));
+	atomic_store(&r->stop_rc, wp_pool_stop(r->pool));
+	atomic_fetch_add(&r->exits, 1);
+}
+
+START_TEST(run_inside_an_exit_callback_returns_edeadlk)
+{
+	struct run_in_exit r = { .pool = wp_test_pool_opts(_i, 1, 0,
+							   false) };
+	wp_handle *h = NULL;
+
+	ck_assert_int_eq(wp_ctx_create(&r.ctx, NULL), 0);
+	wp_ctx_cancel(r.ctx);
+	ck_assert_int_eq(wp_pool_register(r.pool, never_runs, NULL, &h), 0);
+	ck_assert_int_eq(wp_handle_on_exit(h, run_the_pool, &r), 0);
+	wp_handle_unregister(h);
+	ck_assert_int_eq(atomic_load(&r.exits), 1);
+
+	ck_assert_int_eq(atomic_load(&r.run_rc), -EDEADLK);
+	ck_assert_int_eq(atomic_load(&r.start_rc), 0);
+	ck_assert_int_eq(atomic_load(&r.stop_rc), -EDEADLK);
+	ck_assert_int_eq(wp_pool_stop(r.pool), 0);
+	wp_ctx_release(r.ctx);
+	wp_pool_destroy(r.pool);
+}
+END_TEST
+
 /* wp_pool_go(). */
 
 struct tasks {
@@ -748,6 +795,7 @@ static Suite *pool_suite(void)
 	wp_test_add(tc, run_and_stop_from_a_worker_return_edeadlk);
 	wp_test_add(tc, stopping_another_pool_from_a_worker_keeps_it_a_worker);
 	wp_test_add(tc, destroy_inside_an_exit_callback_is_refused);
+	wp_test_add(tc, run_inside_an_exit_callback_returns_edeadlk);
 	suite_add_tcase(s, tc);
 
 	tc = wp_test_tcase("go");
