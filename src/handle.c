@@ -700,7 +700,11 @@ static int graceful_wait(struct wp_handle *h, wp_ctx *ctx)
 
 	rc = wp__worker_wait(h->w, ctx, finished, h);
 	if (rc) {
+		WP__PAUSE(WP__PAUSE_CLOSE_GIVE_UP);
 		handle_unregister(h);
+		/* The close may have finished first: then it stands. */
+		if (!state_code(atomic_load(&h->state)))
+			return 0;
 		return rc;
 	}
 	return state_code(atomic_load(&h->state)) ? -ECANCELED : 0;

@@ -18,6 +18,8 @@ enum wp__pause_site {
 	WP__PAUSE_CLOSE,
 	/* A graceful unregister has marked the handle closing, no more. */
 	WP__PAUSE_CLOSE_ASK,
+	/* A graceful unregister's context has ended; no unregister yet. */
+	WP__PAUSE_CLOSE_GIVE_UP,
 };
 
 #ifdef WP_PAUSE_POINTS

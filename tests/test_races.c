@@ -6,7 +6,7 @@
  * armed point until the test has done its part. Each case frees a handle
  * while a call on it is held half way, registers a new handle in the
  * same memory, and checks that the held call leaves the new handle
- * alone.
+ * alone; others end a context under a held call.
  */
 #include "harness.h"
 #include "pause.h"
@@ -304,6 +304,81 @@ START_TEST(a_graceful_close_asked_after_a_free_spares_other_closes)
 }
 END_TEST
 
+/*
+ * A graceful unregister whose context ends while the handle's queue still
+ * runs, held before it unregisters: the queue finishes meanwhile and the
+ * handle exits with 0. The close has then happened, and the call says so
+ * rather than report an unregister that did not take place.
+ */
+struct gated {
+	atomic_int open;
+	atomic_int events;
+	atomic_int exits;
+};
+
+static int gated_event(wp_ctx *ctx, void *event, void *arg)
+{
+	struct gated *g = arg;
+
+	(void)ctx;
+	(void)event;
+	while (!atomic_load(&g->open))
+		wp_test_sleep_ms(1);
+	atomic_fetch_add(&g->events, 1);
+	return 0;
+}
+
+static void count_exit(int err, void *arg)
+{
+	struct gated *g = arg;
+
+	(void)err;
+	atomic_fetch_add(&g->exits, 1);
+}
+
+struct graceful_ctx_call {
+	wp_handle *h;
+	wp_ctx *ctx;
+	atomic_int rc;
+};
+
+static void *graceful_with_ctx(void *arg)
+{
+	struct graceful_ctx_call *g = arg;
+
+	atomic_store(&g->rc, wp_handle_unregister_graceful(g->h, g->ctx));
+	return NULL;
+}
+
+START_TEST(a_graceful_close_that_finishes_as_its_ctx_ends_returns_0)
+{
+	wp_pool *pool = wp_test_pool(_i, 1);
+	struct graceful_ctx_call call = { .rc = 1 };
+	struct gated g = { 0 };
+	pthread_t t;
+
+	ck_assert_int_eq(wp_pool_register(pool, gated_event, &g, &call.h), 0);
+	ck_assert_int_eq(wp_handle_on_exit(call.h, count_exit, &g), 0);
+	ck_assert_int_eq(wp_handle_add_event(call.h, NULL, NULL), 0);
+	ck_assert_int_eq(wp_ctx_create(&call.ctx, NULL), 0);
+	wp_ctx_cancel(call.ctx);
+
+	arm(WP__PAUSE_CLOSE_GIVE_UP);
+	wp_test_thread(&t, graceful_with_ctx, &call);
+	ck_assert(wait_held());
+	atomic_store(&g.open, 1);
+	ck_assert(wp_test_wait_atleast(&g.exits, 1));
+	atomic_store(&resume, 1);
+	wp_test_join(t);
+
+	ck_assert_int_eq(atomic_load(&g.events), 1);
+	ck_assert_int_eq(wp_handle_error(call.h), 0);
+	ck_assert_int_eq(atomic_load(&call.rc), 0);
+	wp_ctx_release(call.ctx);
+	wp_pool_destroy(pool);
+}
+END_TEST
+
 static Suite *races_suite(void)
 {
 	Suite *s = suite_create("races");
@@ -318,6 +393,10 @@ static Suite *races_suite(void)
 	wp_test_add(tc, a_close_held_before_its_exit_spares_the_next_handle);
 	wp_test_add(tc,
 		    a_graceful_close_asked_after_a_free_spares_other_closes);
+	suite_add_tcase(s, tc);
+
+	tc = wp_test_tcase("ctx ends while held");
+	wp_test_add(tc, a_graceful_close_that_finishes_as_its_ctx_ends_returns_0);
 	suite_add_tcase(s, tc);
 	return s;
 }
