@@ -350,7 +350,7 @@ static void *graceful_with_ctx(void *arg)
 	return NULL;
 }
 
-START_TEST(a_graceful_close_that_finishes_as_its_ctx_ends_returns_0)
+START_TEST(a_close_finishing_as_its_ctx_ends_returns_0)
 {
 	wp_pool *pool = wp_test_pool(_i, 1);
 	struct graceful_ctx_call call = { .rc = 1 };
@@ -396,7 +396,7 @@ static Suite *races_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = wp_test_tcase("ctx ends while held");
-	wp_test_add(tc, a_graceful_close_that_finishes_as_its_ctx_ends_returns_0);
+	wp_test_add(tc, a_close_finishing_as_its_ctx_ends_returns_0);
 	suite_add_tcase(s, tc);
 	return s;
 }
