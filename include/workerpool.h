@@ -374,9 +374,11 @@ typedef int (*wp_timer_fn)(wp_ctx *ctx, void *arg);
  * effect: the old callback will not run again. It may block briefly for a
  * round trip to the worker; from the handle's worker it applies at once.
  * Before the pool starts, the change applies when it starts. From a
- * callback on another worker of the pool it does not wait (two workers
- * could otherwise wait for each other): the change applies as soon as the
- * handle's worker looks, and the old callback may fire once more before.
+ * callback on another worker, of this pool or any other, it does not wait
+ * (two workers could otherwise wait for each other), nor from a callback
+ * that wp_pool_stop() runs on its own thread: the change applies as soon
+ * as the handle's worker looks, and the old callback may fire once more
+ * before.
  * An interval longer than the clock's range (UINT64_MAX, say) never
  * fires.
  *

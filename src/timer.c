@@ -618,14 +618,14 @@ static bool timer_applied(void *arg)
 /*
  * Whether the caller waits for the worker to apply a change: not before
  * the pool starts, not where the worker cannot be waited for, and not
- * from another worker of the pool, which could be waiting for this one.
+ * from a worker of any pool, nor from a callback run in a worker's name
+ * by a stop. That worker could be waiting for this one, or be this very
+ * thread, busy in the callback that stopped another pool.
  */
 static bool set_waits(const struct wp_handle *h)
 {
-	struct wp__worker *self = wp__self;
-
 	return atomic_load(&h->w->pool->state) != WP__POOL_NEW &&
-	       wp__can_wait_for(h->w) && !(self && self->pool == h->w->pool);
+	       wp__can_wait_for(h->w) && !wp__self;
 }
 
 /* Hands t to h's worker; h is entered, so it stays h meanwhile. */

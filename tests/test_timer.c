@@ -1519,6 +1519,84 @@ START_TEST(workers_setting_each_others_timers_at_once_both_return)
 }
 END_TEST
 
+/*
+ * The same across two pools: a worker of one pool and a worker of another
+ * set timers on each other's handles at once. Neither may wait for the
+ * other.
+ */
+START_TEST(workers_of_two_pools_setting_each_others_timers_both_return)
+{
+	wp_pool *pool[2] = { wp_test_pool(_i, 1), wp_test_pool(_i, 1) };
+	struct crossing c = { 0 };
+	int k;
+
+	for (k = 0; k < 2; k++)
+		ck_assert_int_eq(wp_pool_register(pool[k], cross_set, &c,
+						  &c.h[k]), 0);
+	ck_assert_int_eq(wp_handle_add_event(c.h[0], NULL, NULL), 0);
+	ck_assert_int_eq(wp_handle_add_event(c.h[1], NULL, (void *)1), 0);
+	ck_assert(wp_test_wait_atleast(&c.returned, 2));
+	ck_assert(wp_test_wait_atleast(&c.ticks, 10));
+	wp_pool_destroy(pool[0]);
+	wp_pool_destroy(pool[1]);
+}
+END_TEST
+
+/*
+ * A handler stops a second pool that never started, so the second pool's
+ * exit callbacks run on the handler's worker. One of them sets a timer on
+ * a handle of that same worker: it cannot wait for the worker, which is
+ * busy running the handler that called the stop.
+ */
+struct nested {
+	wp_pool *other;
+	wp_handle *mine;
+	atomic_int set_rc;
+	atomic_int stopped;
+	atomic_int ticks;
+};
+
+static void set_from_exit(int err, void *arg)
+{
+	struct nested *n = arg;
+
+	(void)err;
+	atomic_store(&n->set_rc, wp_handle_set_timer(n->mine, NULL, MS,
+						     count_tick, &n->ticks));
+}
+
+static int stop_other(wp_ctx *ctx, void *event, void *arg)
+{
+	struct nested *n = arg;
+
+	(void)ctx;
+	(void)event;
+	wp_pool_stop(n->other);
+	atomic_store(&n->stopped, 1);
+	return 0;
+}
+
+START_TEST(a_timer_set_from_an_exit_callback_a_handler_ran_never_hangs)
+{
+	wp_pool *pool = wp_test_pool(_i, 1);
+	struct nested n = { .set_rc = 1 };
+	wp_handle *h, *q;
+
+	n.other = wp_test_pool_opts(_i, 1, 0, false);
+	ck_assert_int_eq(wp_pool_register(pool, stop_other, &n, &h), 0);
+	ck_assert_int_eq(wp_pool_register(pool, never_runs, NULL, &n.mine),
+			 0);
+	ck_assert_int_eq(wp_pool_register(n.other, never_runs, NULL, &q), 0);
+	ck_assert_int_eq(wp_handle_on_exit(q, set_from_exit, &n), 0);
+	ck_assert_int_eq(wp_handle_add_event(h, NULL, NULL), 0);
+	ck_assert(wp_test_wait_atleast(&n.stopped, 1));
+	ck_assert_int_eq(atomic_load(&n.set_rc), 0);
+	ck_assert(wp_test_wait_atleast(&n.ticks, 5));
+	wp_pool_destroy(n.other);
+	wp_pool_destroy(pool);
+}
+END_TEST
+
 static Suite *timer_suite(void)
 {
 	Suite *s = suite_create("timer");
@@ -1540,6 +1618,10 @@ static Suite *timer_suite(void)
 		    a_removal_waits_for_the_running_callback_through_an_exit);
 	wp_test_add(tc, an_interval_too_long_for_the_clock_never_fires);
 	wp_test_add(tc, workers_setting_each_others_timers_at_once_both_return);
+	wp_test_add(tc,
+		    workers_of_two_pools_setting_each_others_timers_both_return);
+	wp_test_add(tc,
+		    a_timer_set_from_an_exit_callback_a_handler_ran_never_hangs);
 	suite_add_tcase(s, tc);
 
 	tc = wp_test_tcase("changes");
