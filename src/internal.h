@@ -176,6 +176,8 @@ struct wp__worker {
 	bool held_back;			/* the last idle began with a hold */
 	uint64_t next_due;		/* the wheel's next fire; 0 for none */
 	struct wp__timer *firing;	/* the timer whose callback runs */
+	/* Its handle, kept while the callback runs even if it drops t. */
+	struct wp_handle *firing_h;
 	uint64_t missed;		/* periods the firing one coalesced */
 	struct wp__wheel wheel;
 

@@ -396,7 +396,9 @@ static void timer_call(struct wp__worker *w, struct wp__timer *t,
 	 */
 	atomic_store_explicit(&w->current, h, memory_order_relaxed);
 	w->firing = t;
+	w->firing_h = h;
 	rc = t->fn(t->ctx ? t->ctx : w->pool->ctx, t->arg);
+	w->firing_h = NULL;
 	if (rc && wp__handle_exit(h, rc))
 		wp__handle_run_exit(h);
 
@@ -695,9 +697,13 @@ uint64_t wp_handle_timer_missed(const wp_handle *h)
 {
 	struct wp__worker *w = wp__self;
 
-	/* Only the firing timer's own handle gets an answer, so h need not
-	 * be read: comparing the pointer is enough. */
-	if (!h || !w || !w->firing || w->firing->h != h)
+	/*
+	 * Only the handle whose timer callback runs gets an answer, so h
+	 * need not be read: comparing the pointer is enough. The handle is
+	 * kept apart from the timer, which the callback may have replaced
+	 * or removed without changing what this call coalesced.
+	 */
+	if (!h || !w || w->firing_h != h)
 		return 0;
 	return w->missed;
 }

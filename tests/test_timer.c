@@ -1597,6 +1597,51 @@ START_TEST(a_timer_set_from_an_exit_callback_a_handler_ran_never_hangs)
 }
 END_TEST
 
+/*
+ * A late callback that replaces its own timer is still the call that
+ * coalesced the missed periods: it is told so after the change as before.
+ */
+struct replaced {
+	wp_handle *h;
+	atomic_int n;
+	uint64_t before;
+	uint64_t after;
+};
+
+static int replace_when_late(wp_ctx *ctx, void *arg)
+{
+	struct replaced *r = arg;
+	int n = atomic_load(&r->n) + 1;
+
+	(void)ctx;
+	if (n == 1)
+		wp_test_sleep_ms(30);
+	if (n == 2) {
+		r->before = wp_handle_timer_missed(r->h);
+		wp_handle_set_timer(r->h, NULL, 100 * MS, replace_when_late,
+				    r);
+		r->after = wp_handle_timer_missed(r->h);
+	}
+	/* Publishes before and after. */
+	atomic_store(&r->n, n);
+	return 0;
+}
+
+START_TEST(timer_missed_holds_after_the_callback_replaces_its_timer)
+{
+	wp_pool *pool = wp_test_pool(_i, 1);
+	struct replaced r = { 0 };
+
+	ck_assert_int_eq(wp_pool_register(pool, never_runs, NULL, &r.h), 0);
+	ck_assert_int_eq(wp_handle_set_timer(r.h, NULL, 5 * MS,
+					     replace_when_late, &r), 0);
+	ck_assert(wp_test_wait_atleast(&r.n, 2));
+	ck_assert_uint_ge(r.before, 3);
+	ck_assert_uint_eq(r.after, r.before);
+	wp_pool_destroy(pool);
+}
+END_TEST
+
 static Suite *timer_suite(void)
 {
 	Suite *s = suite_create("timer");
@@ -1622,6 +1667,8 @@ static Suite *timer_suite(void)
 		    workers_of_two_pools_setting_each_others_timers_both_return);
 	wp_test_add(tc,
 		    a_timer_set_from_an_exit_callback_a_handler_ran_never_hangs);
+	wp_test_add(tc,
+		    timer_missed_holds_after_the_callback_replaces_its_timer);
 	suite_add_tcase(s, tc);
 
 	tc = wp_test_tcase("changes");
