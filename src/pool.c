@@ -44,9 +44,17 @@ _Thread_local struct wp__worker *wp__self;
 /* The pool whose stop this thread is finishing, if any. */
 static _Thread_local const wp_pool *finishing;
 
+/*
+ * The worker this thread is, for good. wp__self says the same except
+ * while pool_finish() lends the thread a stopped worker's name: a callback
+ * run under that name still holds up this worker, and must not wait for
+ * it.
+ */
+static _Thread_local const struct wp__worker *own;
+
 bool wp__can_wait_for(const struct wp__worker *w)
 {
-	return wp__self != w && finishing != w->pool;
+	return wp__self != w && own != w && finishing != w->pool;
 }
 
 /* Handles are carved from chunks, with no per-handle allocator cost. */
@@ -201,7 +209,7 @@ int wp__worker_wait_room(struct wp__worker *w, wp_ctx *ctx,
 	int rc;
 
 	/* The worker cannot make room while it waits for room. */
-	if (wp__self == w)
+	if (wp__self == w || own == w)
 		return -EDEADLK;
 	rc = worker_wait_on(w, &w->nfull, ctx, room_ready, &rw);
 	return rc ? rc : rw.err;
@@ -465,6 +473,7 @@ static void *worker_main(void *arg)
 	if (!worker_gate(w))
 		return NULL;
 	wp__self = w;
+	own = w;
 	worker_pin(w);
 	w->pool->backend->thread_init(w);
 
@@ -475,6 +484,7 @@ static void *worker_main(void *arg)
 
 	worker_finish(w);
 	wp__self = NULL;
+	own = NULL;
 	return NULL;
 }
 

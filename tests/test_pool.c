@@ -653,6 +653,71 @@ START_TEST(run_inside_an_exit_callback_returns_edeadlk)
 }
 END_TEST
 
+/*
+ * A handler stops a pool that never started, whose exit callbacks then
+ * run on the handler's worker. One of them unregisters a handle of that
+ * very worker: it cannot wait for the worker, which runs the handler.
+ */
+struct nested_stop {
+	wp_pool *other;
+	wp_handle *mine;
+	atomic_int unregistered;
+	atomic_int stopped;
+	atomic_int mine_exits;
+};
+
+static void unregister_mine(int err, void *arg)
+{
+	struct nested_stop *n = arg;
+
+	(void)err;
+	wp_handle_unregister(n->mine);
+	atomic_store(&n->unregistered, 1);
+}
+
+static void note_mine_exit(int err, void *arg)
+{
+	struct nested_stop *n = arg;
+
+	(void)err;
+	atomic_fetch_add(&n->mine_exits, 1);
+}
+
+static int stop_nested(wp_ctx *ctx, void *event, void *arg)
+{
+	struct nested_stop *n = arg;
+
+	(void)ctx;
+	(void)event;
+	wp_pool_stop(n->other);
+	atomic_store(&n->stopped, 1);
+	return 0;
+}
+
+START_TEST(an_exit_callback_a_handlers_stop_runs_never_waits_for_it)
+{
+	wp_pool *pool = wp_test_pool(_i, 1);
+	struct nested_stop n = { 0 };
+	wp_handle *h, *q;
+
+	n.other = wp_test_pool_opts(_i, 1, 0, false);
+	ck_assert_int_eq(wp_pool_register(pool, stop_nested, &n, &h), 0);
+	ck_assert_int_eq(wp_pool_register(pool, never_runs, NULL, &n.mine),
+			 0);
+	ck_assert_int_eq(wp_handle_on_exit(n.mine, note_mine_exit, &n), 0);
+	ck_assert_int_eq(wp_pool_register(n.other, never_runs, NULL, &q), 0);
+	ck_assert_int_eq(wp_handle_on_exit(q, unregister_mine, &n), 0);
+	ck_assert_int_eq(wp_handle_add_event(h, NULL, NULL), 0);
+	ck_assert(wp_test_wait_atleast(&n.stopped, 1));
+	ck_assert_int_eq(atomic_load(&n.unregistered), 1);
+	ck_assert(wp_test_wait_atleast(&n.mine_exits, 1));
+	ck_assert(wp_handle_exited(n.mine));
+	wp_pool_destroy(n.other);
+	wp_pool_destroy(pool);
+	ck_assert_int_eq(atomic_load(&n.mine_exits), 1);
+}
+END_TEST
+
 /* wp_pool_go(). */
 
 struct tasks {
@@ -794,6 +859,8 @@ static Suite *pool_suite(void)
 	wp_test_add(tc, run_on_a_started_pool_returns_ealready);
 	wp_test_add(tc, run_and_stop_from_a_worker_return_edeadlk);
 	wp_test_add(tc, stopping_another_pool_from_a_worker_keeps_it_a_worker);
+	wp_test_add(tc,
+		    an_exit_callback_a_handlers_stop_runs_never_waits_for_it);
 	wp_test_add(tc, destroy_inside_an_exit_callback_is_refused);
 	wp_test_add(tc, run_inside_an_exit_callback_returns_edeadlk);
 	suite_add_tcase(s, tc);
