@@ -753,9 +753,11 @@ static bool pool_valid(const wp_pool *pool)
 	return pool && pool->magic == WP__POOL_MAGIC;
 }
 
+/* Also under a lent name: the thread still holds up its own worker. */
 static bool on_worker_of(const wp_pool *pool)
 {
-	return wp__self && wp__self->pool == pool;
+	return (wp__self && wp__self->pool == pool) ||
+	       (own && own->pool == pool);
 }
 
 /* Stops and joins workers [0, n). */

@@ -656,10 +656,13 @@ END_TEST
 /*
  * A handler stops a pool that never started, whose exit callbacks then
  * run on the handler's worker. One of them unregisters a handle of that
- * very worker: it cannot wait for the worker, which runs the handler.
+ * very worker, and tries to stop the worker's pool: it cannot wait for
+ * the worker, which runs the handler.
  */
 struct nested_stop {
+	wp_pool *pool;
 	wp_pool *other;
+	atomic_int stop_rc;
 	wp_handle *mine;
 	atomic_int unregistered;
 	atomic_int stopped;
@@ -673,6 +676,8 @@ static void unregister_mine(int err, void *arg)
 	(void)err;
 	wp_handle_unregister(n->mine);
 	atomic_store(&n->unregistered, 1);
+	/* Still a worker of its own pool, which it cannot stop. */
+	atomic_store(&n->stop_rc, wp_pool_stop(n->pool));
 }
 
 static void note_mine_exit(int err, void *arg)
@@ -700,6 +705,7 @@ START_TEST(an_exit_callback_a_handlers_stop_runs_never_waits_for_it)
 	struct nested_stop n = { 0 };
 	wp_handle *h, *q;
 
+	n.pool = pool;
 	n.other = wp_test_pool_opts(_i, 1, 0, false);
 	ck_assert_int_eq(wp_pool_register(pool, stop_nested, &n, &h), 0);
 	ck_assert_int_eq(wp_pool_register(pool, never_runs, NULL, &n.mine),
@@ -710,6 +716,7 @@ START_TEST(an_exit_callback_a_handlers_stop_runs_never_waits_for_it)
 	ck_assert_int_eq(wp_handle_add_event(h, NULL, NULL), 0);
 	ck_assert(wp_test_wait_atleast(&n.stopped, 1));
 	ck_assert_int_eq(atomic_load(&n.unregistered), 1);
+	ck_assert_int_eq(atomic_load(&n.stop_rc), -EDEADLK);
 	ck_assert(wp_test_wait_atleast(&n.mine_exits, 1));
 	ck_assert(wp_handle_exited(n.mine));
 	wp_pool_destroy(n.other);
