@@ -1524,7 +1524,7 @@ END_TEST
  * set timers on each other's handles at once. Neither may wait for the
  * other.
  */
-START_TEST(workers_of_two_pools_setting_each_others_timers_both_return)
+START_TEST(two_pools_workers_setting_each_others_timers_return)
 {
 	wp_pool *pool[2] = { wp_test_pool(_i, 1), wp_test_pool(_i, 1) };
 	struct crossing c = { 0 };
@@ -1576,7 +1576,7 @@ static int stop_other(wp_ctx *ctx, void *event, void *arg)
 	return 0;
 }
 
-START_TEST(a_timer_set_from_an_exit_callback_a_handler_ran_never_hangs)
+START_TEST(a_timer_set_in_a_handlers_stop_of_a_pool_never_hangs)
 {
 	wp_pool *pool = wp_test_pool(_i, 1);
 	struct nested n = { .set_rc = 1 };
@@ -1664,9 +1664,9 @@ static Suite *timer_suite(void)
 	wp_test_add(tc, an_interval_too_long_for_the_clock_never_fires);
 	wp_test_add(tc, workers_setting_each_others_timers_at_once_both_return);
 	wp_test_add(tc,
-		    workers_of_two_pools_setting_each_others_timers_both_return);
+		    two_pools_workers_setting_each_others_timers_return);
 	wp_test_add(tc,
-		    a_timer_set_from_an_exit_callback_a_handler_ran_never_hangs);
+		    a_timer_set_in_a_handlers_stop_of_a_pool_never_hangs);
 	wp_test_add(tc,
 		    timer_missed_holds_after_the_callback_replaces_its_timer);
 	suite_add_tcase(s, tc);
