@@ -311,7 +311,9 @@ WP_API void wp_handle_unregister(wp_handle *h);
  * Refuses new events, lets every event queued before the call run, then
  * exits the handle with code 0. Blocks until the handle has exited and its
  * exit callback has run; if ctx ends first, unregisters the handle (exit
- * code -ECANCELED) and returns ctx's error.
+ * code -ECANCELED) and returns ctx's error, unless the queue finished
+ * meanwhile and the handle exited with 0: the close then stands, and the
+ * call returns 0.
  *
  * Returns 0, -EINVAL, -ECANCELED if the handle had already exited (once
  * that exit's callback has run), or -ETIMEDOUT / -ECANCELED from ctx.
