@@ -59,11 +59,12 @@ static void exit_busy(int err, void *arg)
 }
 
 /*
- * Takes h's exit callback for the exit, with the argument installed with
- * it. A wp_handle_on_exit() that is between writing the argument and
- * installing the function is waited for: it is a few instructions long.
+ * Puts mark in h's exit callback slot and returns what it held, or
+ * exit_taken, leaving the slot alone, once the callback is taken. A
+ * wp_handle_on_exit() between writing the argument and installing the
+ * function is waited for: it is a few instructions long.
  */
-static wp_exit_fn exit_take(struct wp_handle *h, void **arg)
+static wp_exit_fn exit_swap(struct wp_handle *h, wp_exit_fn mark)
 {
 	wp_exit_fn fn = atomic_load(&h->exit_fn);
 
@@ -71,12 +72,23 @@ static wp_exit_fn exit_take(struct wp_handle *h, void **arg)
 		if (fn == exit_busy) {
 			sched_yield();
 			fn = atomic_load(&h->exit_fn);
-			continue;
+		} else if (fn == exit_taken ||
+			   /* Acquire: pairs with on_exit's release. */
+			   atomic_compare_exchange_weak(&h->exit_fn, &fn,
+							mark)) {
+			return fn;
 		}
-		/* Acquire: pairs with on_exit's release, so arg is fn's. */
-		if (atomic_compare_exchange_weak(&h->exit_fn, &fn, exit_taken))
-			break;
 	}
+}
+
+/*
+ * Takes h's exit callback for the exit, with the argument installed with
+ * it; NULL when there is none or it was taken.
+ */
+static wp_exit_fn exit_take(struct wp_handle *h, void **arg)
+{
+	wp_exit_fn fn = exit_swap(h, exit_taken);
+
 	*arg = h->exit_arg;
 	return fn == exit_taken ? NULL : fn;
 }
@@ -659,25 +671,14 @@ int wp_handle_on_exit(wp_handle *h, wp_exit_fn fn, void *arg)
 	 * an exit meanwhile waits for the new pair instead of running the
 	 * old function with the new argument.
 	 */
-	old = atomic_load(&h->exit_fn);
-	for (;;) {
-		if (old == exit_taken) {
-			rc = -ECANCELED;
-			goto out;
-		}
-		if (old == exit_busy) {
-			/* Another call is installing its pair: a few steps. */
-			sched_yield();
-			old = atomic_load(&h->exit_fn);
-			continue;
-		}
-		if (atomic_compare_exchange_weak(&h->exit_fn, &old, exit_busy))
-			break;
+	old = exit_swap(h, exit_busy);
+	if (old == exit_taken) {
+		rc = -ECANCELED;
+	} else {
+		h->exit_arg = arg;
+		/* Release: exit_arg is written before fn can be taken. */
+		atomic_store_explicit(&h->exit_fn, fn, memory_order_release);
 	}
-	h->exit_arg = arg;
-	/* Release: exit_arg is written before fn can be taken. */
-	atomic_store_explicit(&h->exit_fn, fn, memory_order_release);
-out:
 	wp__handle_leave(h);
 	return rc;
 }
